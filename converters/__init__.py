@@ -1,0 +1,18 @@
+"""platezarr: convert image-based screening datasets into one chunked Zarr v3 store read with xarray."""
+
+from converters.convert import Progress, Summary, build_plan, convert
+from converters.errors import MetadataError, PlatezarrError, SchemaError, SourceError, StoreError
+from converters.version import __version__
+
+__all__ = [
+    "MetadataError",
+    "PlatezarrError",
+    "Progress",
+    "SchemaError",
+    "SourceError",
+    "StoreError",
+    "Summary",
+    "__version__",
+    "build_plan",
+    "convert",
+]

@@ -1,0 +1,7 @@
+"""Source layouts: how to find a dataset's image files and read their keys (one module per layout)."""
+
+from __future__ import annotations
+
+from converters.layouts.files import scan_files
+
+SCANNERS = {"files": scan_files}

@@ -1,0 +1,60 @@
+"""The one-image-per-file layout of the RxRx datasets: keys come from a path pattern in the schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from converters.errors import SourceError
+from converters.schema import DatasetSchema
+from converters.source import LocalSource
+from converters.wells import normalize_well
+
+IMAGE_COLUMNS = ["experiment", "plate", "well", "site", "channel", "path", "bytes"]
+
+
+@dataclass
+class SourceIndex:
+    """The images found under a source: one row per file, plus the names that matched no pattern."""
+
+    images: pd.DataFrame
+    ignored: list[str] = field(default_factory=list)
+    ignored_count: int = 0
+
+
+def scan_files(source: LocalSource, listing: list[tuple[str, int]], schema: DatasetSchema, examples: int = 5) -> SourceIndex:
+    """Keep the files of `listing` (relative path, size) whose path matches the schema's pattern."""
+    rows: list[tuple[str, str, str, str, str, str, int]] = []
+    ignored: list[str] = []
+    ignored_count = 0
+    match = schema.path_pattern.match
+    for rel, size in listing:
+        m = match(rel)
+        if m is None:
+            ignored_count += 1
+            if len(ignored) < examples:
+                ignored.append(rel)
+            continue
+        g = m.groupdict()
+        rows.append((g["experiment"], g["plate"], g["well"], g["site"], g["channel"], rel, size))
+    images = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
+    images = images.astype({"plate": schema.key_dtype("plate"), "site": "int64", "bytes": "int64"})
+    images["well"] = [normalize_well(w) for w in images["well"]]
+    images["channel"] = [schema.channel_id.format(channel=c) for c in images["channel"]]
+    _check_unique(images, source)
+    return SourceIndex(images.sort_values("path", ignore_index=True), sorted(ignored), ignored_count)
+
+
+def _check_unique(images: pd.DataFrame, source: LocalSource) -> None:
+    """Two files for one image (e.g. the 2019 and 2020 layouts side by side) is an error, not a choice."""
+    key = ["experiment", "plate", "well", "site", "channel"]
+    dup = images[images.duplicated(key, keep=False)]
+    if dup.empty:
+        return
+    first = dup.sort_values(key).iloc[:2]
+    a, b = (source.path(p) for p in first["path"])
+    raise SourceError(
+        f"two files for the same image: {a} and {b} ({len(dup)} files share a key in all); "
+        "keep one copy of the dataset under the source folder"
+    )

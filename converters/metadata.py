@@ -1,0 +1,154 @@
+"""Metadata tables: read the dataset's table (or its competition variant) into one typed row per site."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from converters.errors import MetadataError
+from converters.schema import DatasetSchema
+from converters.wells import normalize_well
+
+ORIGIN = "_origin"
+COMPETITION_FILES = ("train.csv", "test.csv", "train_controls.csv", "test_controls.csv")
+
+
+@dataclass
+class MetadataTable:
+    """One row per site, keyed by experiment, plate, well, site; `_origin` says file:line of each row."""
+
+    table: pd.DataFrame
+    location: str
+    format: str
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for c in self.table.columns if c != ORIGIN]
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV as strings, blanks as missing, with the file:line of every row; errors name the file."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise MetadataError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+            "re-save the table as UTF-8"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise MetadataError(f"{path}: not a readable CSV table: {exc}") from None
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    frame[ORIGIN] = [f"{path}:{line}" for line in range(2, len(frame) + 2)]
+    return frame
+
+
+def read_metadata(location: str | os.PathLike[str], schema: DatasetSchema) -> MetadataTable:
+    """Read a metadata table (a CSV, or a folder in one of the schema's other formats) and type it."""
+    path = Path(os.fspath(location).removeprefix("file://")).expanduser()
+    if path.is_dir():
+        if "rxrx1_competition" in schema.metadata_formats and any((path / f).is_file() for f in COMPETITION_FILES):
+            frame, fmt = read_rxrx1_competition(path, schema), "rxrx1_competition"
+        else:
+            raise MetadataError(
+                f"{path}: a folder, but no metadata format of {schema.name} found in it "
+                f"(expected a CSV file, or for RxRx1 the competition tables {', '.join(COMPETITION_FILES)})"
+            )
+    elif path.is_file():
+        frame, fmt = read_csv(path), "csv"
+    else:
+        raise MetadataError(f"{path}: metadata table not found")
+    return MetadataTable(type_table(frame, schema, str(path)), str(path), fmt)
+
+
+def read_rxrx1_competition(folder: Path, schema: DatasetSchema) -> pd.DataFrame:
+    """The 2019 competition tables, mapped onto the official schema: `sirna` there is `sirna_id`."""
+    parts = []
+    for name in COMPETITION_FILES:
+        if not (folder / name).is_file():
+            continue
+        frame = read_csv(folder / name)
+        _require_columns(frame, ["id_code", "experiment", "plate", "well"], str(folder / name))
+        frame["dataset"] = name.split("_")[0].removesuffix(".csv")
+        if "well_type" not in frame:
+            frame["well_type"] = "treatment"
+        frame["sirna_id"] = frame["sirna"] if "sirna" in frame else np.nan
+        frame["sirna"] = np.nan
+        frame["well_id"] = frame["id_code"]
+        frame["cell_type"] = frame["experiment"].str.split("-").str[0]
+        parts.append(frame.drop(columns=["id_code"]))
+    wells = pd.concat(parts, ignore_index=True)
+    sites = pd.DataFrame({"site": [str(s) for s in schema.sites]})
+    table = wells.merge(sites, how="cross")
+    table["site_id"] = table["well_id"] + "_" + table["site"]
+    return table
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        found = ", ".join(c for c in frame.columns if c != ORIGIN)
+        raise MetadataError(f"{where}: missing required column(s) {', '.join(missing)}; found columns: {found}")
+
+
+def type_table(frame: pd.DataFrame, schema: DatasetSchema, where: str) -> pd.DataFrame:
+    """Check the key columns, convert every schema column to its type, and refuse duplicate sites."""
+    keys = schema.keys
+    _require_columns(frame, list(keys.values()), where)
+    frame = frame.rename(columns={src: key for key, src in keys.items() if src != key})
+    for key in keys:
+        blank = frame[key].isna()
+        if blank.any():
+            raise MetadataError(f"{frame[ORIGIN][blank].iloc[0]}: key column {key!r} is blank; every row needs one")
+    for column in schema.columns:
+        name = column.name if column.name not in keys.values() else _key_for(column.name, keys)
+        if name in frame.columns and column.type != "str":
+            frame[name] = _to_number(frame[name], frame[ORIGIN], name, column.type)
+    try:
+        frame["well"] = [normalize_well(w) for w in frame["well"]]
+    except ValueError as exc:
+        raise MetadataError(f"{where}: column 'well': {exc}") from None
+    _check_int_keys(frame)
+    _check_unique_sites(frame)
+    return frame
+
+
+def _key_for(column: str, keys: dict[str, str]) -> str:
+    return next(key for key, src in keys.items() if src == column)
+
+
+def _to_number(values: pd.Series, origin: pd.Series, name: str, kind: str) -> pd.Series:
+    """Numbers from strings; a value that is not a number is an error naming its row, blank is missing."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if kind == "int":
+        bad |= numbers.notna() & (numbers != np.round(numbers))
+    if bad.any():
+        raise MetadataError(
+            f"{origin[bad].iloc[0]}: column {name!r} must be {'an integer' if kind == 'int' else 'a number'}, "
+            f"found {values[bad].iloc[0]!r} ({int(bad.sum())} such rows)"
+        )
+    if kind == "int" and not numbers.isna().any():
+        return numbers.astype("int64")
+    return numbers.astype("float64")
+
+
+def _check_int_keys(frame: pd.DataFrame) -> None:
+    if frame["site"].dtype != np.int64:
+        frame["site"] = _to_number(frame["site"], frame[ORIGIN], "site", "int")
+
+
+def _check_unique_sites(frame: pd.DataFrame) -> None:
+    dup = frame.duplicated(["experiment", "plate", "well", "site"], keep=False)
+    if dup.any():
+        rows = frame[dup].sort_values(["experiment", "plate", "well", "site"])
+        first = rows.iloc[0]
+        raise MetadataError(
+            f"{rows[ORIGIN].iloc[0]} and {rows[ORIGIN].iloc[1]}: two rows for the same site "
+            f"({first['experiment']} plate {first['plate']} well {first['well']} site {first['site']}); "
+            "each site must appear once"
+        )

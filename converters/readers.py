@@ -1,0 +1,135 @@
+"""Open a platezarr store with xarray: one plate, the whole tree, or every site as one lazy Dataset.
+
+All readers open the store read-only and from its consolidated metadata, so opening costs a handful
+of reads however many plates the store holds.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from functools import cached_property
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.storage import LocalStore
+
+from converters.errors import StoreError
+from converters.finalize import INDEX_GROUP, LAYOUT_VERSION
+from converters.output import MARKER_ATTR, ROOT_ATTR, output_path
+
+
+def open_root(url: str | os.PathLike[str]) -> tuple[zarr.Group, zarr.abc.store.Store]:
+    """The root group of a complete store, read-only; an unfinished or foreign store is a clear error."""
+    path = output_path(url)
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: no Zarr store here; create one with `platezarr convert SRC {path}`")
+    store = LocalStore(path, read_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
+        root = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=_consolidated(path))
+    attrs = root.attrs.asdict()
+    if ROOT_ATTR not in attrs:
+        if MARKER_ATTR in attrs:
+            raise StoreError(
+                f"{path}: the conversion into this store did not finish; re-run the same `platezarr convert` "
+                "command with --overwrite to write it again"
+            )
+        raise StoreError(f"{path}: a Zarr store, but not one written by platezarr")
+    version = attrs[ROOT_ATTR].get("layout_version")
+    if version != LAYOUT_VERSION:
+        raise StoreError(f"{path}: store layout version {version}; this platezarr reads version {LAYOUT_VERSION}")
+    return root, store
+
+
+def _consolidated(path) -> bool:
+    import json
+
+    try:
+        return "consolidated_metadata" in json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def open_plate(url: str | os.PathLike[str], experiment: str, plate: str | int) -> xr.Dataset:
+    """One plate as an xarray Dataset (`plate` may be the group name `Plate1` or the plate number 1)."""
+    root, store = open_root(url)
+    name = plate if isinstance(plate, str) else _plate_group(root, plate)
+    group = f"{experiment}/{name}"
+    if group not in root:
+        raise StoreError(f"{output_path(url)}: no plate {group}; `platezarr info {url}` lists the plates")
+    return xr.open_zarr(store, group=group, consolidated=True, zarr_format=3)
+
+
+def _plate_group(root: zarr.Group, plate: int) -> str:
+    from converters.schema import load_schema
+
+    return load_schema(root.attrs[ROOT_ATTR]["dataset"]).plate_name(plate)
+
+
+def open_store(url: str | os.PathLike[str]) -> xr.DataTree:
+    """The whole store as an xarray DataTree: experiments, plates, and the `index` group."""
+    open_root(url)
+    return xr.open_datatree(output_path(url), engine="zarr", consolidated=True, zarr_format=3)
+
+
+def open_index(url: str | os.PathLike[str]) -> xr.Dataset:
+    """The one-row-per-site table of the whole store (dim `sample`), loaded in memory."""
+    _, store = open_root(url)
+    return xr.open_zarr(store, group=INDEX_GROUP, consolidated=True, zarr_format=3).load()
+
+
+class _Sites:
+    """Array-like view of every site as (sample, channel, y, x), read one site at a time from its plate."""
+
+    def __init__(self, root: zarr.Group, groups: np.ndarray, wells: np.ndarray, sites: np.ndarray) -> None:
+        self.root, self.groups, self.wells, self.sites = root, groups, wells, sites
+        first = self._array(groups[0])
+        self.shape = (len(groups), *first.shape[2:])
+        self.dtype = first.dtype
+        self.ndim = 4
+
+    def _array(self, group: str) -> zarr.Array:
+        return self._arrays.setdefault(group, self.root[f"{group}/images"])
+
+    @cached_property
+    def _arrays(self) -> dict:
+        return {}
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        picked = np.arange(self.shape[0])[key[0]]
+        rest = key[1:]
+        read = [self._array(self.groups[i])[(int(self.wells[i]), int(self.sites[i]), *rest)] for i in np.atleast_1d(picked)]
+        return read[0] if np.ndim(picked) == 0 else np.stack(read)
+
+
+def open_sites(url: str | os.PathLike[str]) -> xr.Dataset:
+    """Every site of every plate as one lazy Dataset (dim `sample`), every metadata column a coordinate.
+
+    Built from the `index` group and the consolidated metadata alone, so it opens fast on any store size.
+    """
+    root, _ = open_root(url)
+    index = open_index(url)
+    if index.sizes.get("sample", 0) == 0:
+        raise StoreError(f"{output_path(url)}: the store holds no sites")
+    view = _Sites(root, index["group"].values, index["well_index"].values, index["site_index"].values)
+    images = da.from_array(view, chunks=(1, *view.shape[1:]), asarray=False, meta=np.empty((0, 0, 0, 0), view.dtype))
+    channel = _channel_coord(root)
+    return xr.Dataset(
+        {"images": (("sample", "channel", "y", "x"), images)},
+        coords=index.coords | {"channel": channel},
+        attrs=root.attrs.asdict()[ROOT_ATTR],
+    )
+
+
+def _channel_coord(root: zarr.Group) -> xr.DataArray:
+    channels = root.attrs[ROOT_ATTR]["channels"]
+    return xr.DataArray(
+        np.array([c["id"] for c in channels], dtype=object),
+        dims="channel",
+        coords={"channel_name": ("channel", np.array([c["name"] for c in channels], dtype=object))},
+        attrs={"channels": channels},
+    )

@@ -1,0 +1,189 @@
+"""Dataset schemas: the declarative description of one dataset, loaded from `schemas/NAME.toml`."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from converters.errors import SchemaError
+
+ColumnType = Literal["str", "int", "float"]
+ColumnLevel = Literal["plate", "well", "site"]
+KEYS = ("experiment", "plate", "well", "site")
+
+
+def schema_dir() -> Path:
+    """The folder of schema files: packaged inside `converters/` when installed, beside it in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schemas", here.parent / "schemas"):
+        if candidate.is_dir():
+            return candidate
+    raise SchemaError(f"no schemas folder found next to {here}; reinstall platezarr")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One imaging channel: its file id (`w1`) and what it shows."""
+
+    id: str
+    name: str
+    stain: str = ""
+    target: str = ""
+
+    def attrs(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "stain": self.stain, "target": self.target}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metadata column: its type, whether it varies per plate, well or site, and its meaning."""
+
+    name: str
+    type: ColumnType
+    level: ColumnLevel
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSchema:
+    """Everything the converter needs to know about one dataset's files and metadata."""
+
+    name: str
+    title: str
+    layout: str
+    path_pattern: re.Pattern[str]
+    plate_group: str
+    channel_id: str
+    image_shape: tuple[int, int]
+    dtype: np.dtype
+    sites: tuple[int, ...]
+    channels: tuple[Channel, ...]
+    columns: tuple[Column, ...]
+    keys: dict[str, str]
+    metadata_formats: tuple[str, ...]
+    pixel_size_um: float | None = None
+    url: str = ""
+
+    @property
+    def channel_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.channels)
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    def key_dtype(self, key: str) -> str:
+        """The pandas dtype of a key column (`plate` is an int for RxRx, a barcode string for JUMP)."""
+        try:
+            kind = self.column(self.keys[key]).type
+        except KeyError:
+            kind = "str"
+        return {"str": "str", "int": "int64", "float": "float64"}[kind]
+
+    def plate_name(self, plate: int | str) -> str:
+        """The group name of a plate, e.g. 1 → `Plate1` for the RxRx layouts."""
+        return self.plate_group.format(plate=plate)
+
+
+def _require(raw: dict[str, Any], key: str, where: str) -> Any:
+    if key not in raw:
+        raise SchemaError(f"{where}: missing required key {key!r}")
+    return raw[key]
+
+
+def parse_pattern(value: str, where: str) -> re.Pattern[str]:
+    """Compile the path pattern and check it names every key the store hierarchy needs."""
+    try:
+        pattern = re.compile(value)
+    except re.error as exc:
+        raise SchemaError(f"{where}: path_pattern is not a valid regular expression: {exc}") from None
+    missing = {"experiment", "plate", "well", "site", "channel"} - set(pattern.groupindex)
+    if missing:
+        raise SchemaError(f"{where}: path_pattern lacks the named groups {sorted(missing)}")
+    return pattern
+
+
+def parse_dtype(value: str, where: str) -> np.dtype:
+    if value not in ("uint8", "uint16"):
+        raise SchemaError(f"{where}: dtype must be uint8 or uint16, found {value!r}")
+    return np.dtype(value)
+
+
+def parse_columns(raw: list[dict[str, Any]], where: str) -> tuple[Column, ...]:
+    columns = []
+    for i, entry in enumerate(raw):
+        at = f"{where}: columns[{i}]"
+        kind, level = _require(entry, "type", at), _require(entry, "level", at)
+        if kind not in ("str", "int", "float"):
+            raise SchemaError(f"{at}: type must be str, int or float, found {kind!r}")
+        if level not in ("plate", "well", "site"):
+            raise SchemaError(f"{at}: level must be plate, well or site, found {level!r}")
+        columns.append(Column(_require(entry, "name", at), kind, level, entry.get("description", "")))
+    return tuple(columns)
+
+
+def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
+    """Build a DatasetSchema from the parsed TOML, checking every value."""
+    channels = tuple(
+        Channel(_require(c, "id", where), _require(c, "name", where), c.get("stain", ""), c.get("target", ""))
+        for c in _require(raw, "channels", where)
+    )
+    keys = dict(_require(raw, "keys", where))
+    if set(keys) != set(KEYS):
+        raise SchemaError(f"{where}: [keys] must map exactly {list(KEYS)}, found {sorted(keys)}")
+    shape = tuple(_require(raw, "image_shape", where))
+    if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise SchemaError(f"{where}: image_shape must be two positive integers, found {shape!r}")
+    return DatasetSchema(
+        name=_require(raw, "name", where),
+        title=raw.get("title", raw["name"]),
+        layout=_require(raw, "layout", where),
+        path_pattern=parse_pattern(_require(raw, "path_pattern", where), where),
+        plate_group=raw.get("plate_group", "{plate}"),
+        channel_id=raw.get("channel_id", "{channel}"),
+        image_shape=(shape[0], shape[1]),
+        dtype=parse_dtype(_require(raw, "dtype", where), where),
+        sites=tuple(_require(raw, "sites", where)),
+        channels=channels,
+        columns=parse_columns(raw.get("columns", []), where),
+        keys=keys,
+        metadata_formats=tuple(raw.get("metadata_formats", ["csv"])),
+        pixel_size_um=raw.get("pixel_size_um"),
+        url=raw.get("url", ""),
+    )
+
+
+@cache
+def load_schema(name: str) -> DatasetSchema:
+    """Load the schema of dataset `name` (e.g. `rxrx1`) from the schemas folder."""
+    path = schema_dir() / f"{name}.toml"
+    return parse_schema(_load_raw(name), str(path))
+
+
+def _load_raw(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The TOML of schema `name`, with `extends = "base"` resolved: its keys override the base's."""
+    path = schema_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise SchemaError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+    if name in seen:
+        raise SchemaError(f"{path}: 'extends' loops through {' → '.join(seen + (name,))}")
+    with path.open("rb") as f:
+        try:
+            raw = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise SchemaError(f"{path}: not valid TOML: {exc}") from None
+    base = raw.pop("extends", None)
+    return _load_raw(base, seen + (name,)) | raw if base else raw
+
+
+def dataset_names() -> list[str]:
+    """Names of every dataset with a schema file."""
+    return sorted(p.stem for p in schema_dir().glob("*.toml"))

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import zarr
 
 from converters.decode import probe_dtype
 from converters.detect import detect_dataset
 from converters.execute import run_wells
-from converters.finalize import LAYOUT_VERSION, write_index, write_present, write_root
+from converters.finalize import LAYOUT_VERSION, index_table, write_index, write_present, write_root
 from converters.layouts import SCANNERS
 from converters.metadata import read_metadata
 from converters.output import output_path, prepare_output, store_bytes
@@ -78,13 +77,16 @@ def _noop(_: Progress) -> None:
     return None
 
 
-def build_plan(src: str | os.PathLike[str], dataset: str | None = None, metadata: str | os.PathLike[str] | None = None,
+def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None, metadata: str | os.PathLike[str] | None = None,
                progress: ProgressCallback = _noop) -> tuple[Plan, LocalSource]:
     """Scan the source and the metadata and plan the store; reads one image header, no pixels."""
     source = LocalSource.open(src)
     listing = list(source.walk())
     progress(Progress("scan", len(listing), len(listing), "files"))
-    schema = load_schema(dataset) if dataset else detect_dataset(source, listing)
+    if isinstance(dataset, DatasetSchema):
+        schema = dataset
+    else:
+        schema = load_schema(dataset) if dataset else detect_dataset(source, listing)
     log.info("dataset %s (%s)", schema.name, "given" if dataset else "detected")
     index = SCANNERS[schema.layout](source, listing, schema)
     table = read_metadata(metadata, schema) if metadata is not None else None
@@ -102,7 +104,7 @@ def _store_dtype(source: LocalSource, schema: DatasetSchema, paths: list[str]) -
 def convert(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    dataset: str | None = None,
+    dataset: str | DatasetSchema | None = None,
     metadata: str | os.PathLike[str] | None = None,
     *,
     workers: int | None = None,
@@ -114,17 +116,20 @@ def convert(
     plan, source = build_plan(src, dataset, metadata, progress)
     store = prepare_output(out, source.root, overwrite)
     location = str(output_path(out))
-    write_template(plan, store, {"started": _now(), "converter_version": __version__})
-    write_wells(plan, location, workers or os.cpu_count() or 1, store, progress)
+    plates = write_template(plan, store, {"started": _now(), "converter_version": __version__})
+    present = write_wells(plan, location, workers or os.cpu_count() or 1, progress)
     progress(Progress("finalize", 0, 1, "steps"))
-    n_index = write_index(plan, store)
-    write_root(plan, store, root_attrs(plan, n_index))
+    for group, mask in present.items():
+        write_present(store, group, mask)
+    table = index_table(plan, plates, present)
+    write_index(store, table)
+    write_root(store, root_attrs(plan, len(table)))
     progress(Progress("finalize", 1, 1, "steps"))
     return Summary(location, plan.describe(), time.perf_counter() - started, store_bytes(location))
 
 
-def write_wells(plan: Plan, out: str, workers: int, store: zarr.abc.store.Store, progress: ProgressCallback) -> None:
-    """Write every well's shard in parallel, then each plate's present mask from the wells' reports."""
+def write_wells(plan: Plan, out: str, workers: int, progress: ProgressCallback) -> dict[str, np.ndarray]:
+    """Write every well's shard in parallel; returns each plate's present mask from the wells' reports."""
     schema = plan.schema
     shape = (len(schema.sites), len(schema.channels), *schema.image_shape)
     job = WellJob(plan.source, out, shape, plan.dtype.str)
@@ -136,8 +141,7 @@ def write_wells(plan: Plan, out: str, workers: int, store: zarr.abc.store.Store,
         present[result.group][result.well_index] = result.present
         done += len(schema.sites)
         progress(Progress("write", done, total))
-    for group, mask in present.items():
-        write_present(store, group, mask)
+    return present
 
 
 def root_attrs(plan: Plan, n_index: int) -> dict:

@@ -25,11 +25,11 @@ def write_present(store: zarr.abc.store.Store, group: str, present: np.ndarray) 
     zarr.open_array(store, path=f"{group}/present", mode="r+")[...] = present
 
 
-def index_table(plan: Plan, store: zarr.abc.store.Store) -> pd.DataFrame:
+def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per site of the whole store, with its group path, array position and metadata."""
     frames = []
     for plate in plan.plates:
-        ds = xr.open_zarr(store, group=plate.group, consolidated=False)
+        ds = plates[plate.group]
         n_wells, n_sites = len(plate.wells), len(plan.schema.sites)
         frame = pd.DataFrame(
             {
@@ -40,11 +40,11 @@ def index_table(plan: Plan, store: zarr.abc.store.Store) -> pd.DataFrame:
                 "group": plate.group,
                 "well_index": np.repeat(np.arange(n_wells), n_sites),
                 "site_index": np.tile(np.arange(n_sites), n_wells),
-                "channels_present": ds["present"].values.sum(axis=2).ravel(),
+                "channels_present": present[plate.group].sum(axis=2).ravel(),
             }
         )
         for name, coord in ds.coords.items():
-            if name in frame or "well" not in coord.dims or coord.ndim > 2 or name in ("row", "column"):
+            if name in frame or "well" not in coord.dims or name in ("row", "column"):
                 continue
             values = coord.values if coord.ndim == 2 else np.repeat(coord.values, n_sites)
             frame[name] = values.ravel()
@@ -52,9 +52,8 @@ def index_table(plan: Plan, store: zarr.abc.store.Store) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_index(plan: Plan, store: zarr.abc.store.Store) -> int:
+def write_index(store: zarr.abc.store.Store, table: pd.DataFrame) -> None:
     """The root `index` group (dim `sample`): the whole metadata table in one read."""
-    table = index_table(plan, store)
     data = {}
     for name in table.columns:
         values = table[name]
@@ -63,10 +62,9 @@ def write_index(plan: Plan, store: zarr.abc.store.Store) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
         xr.Dataset(coords=data).to_zarr(store, group=INDEX_GROUP, mode="w", zarr_format=3, consolidated=False)
-    return len(table)
 
 
-def write_root(plan: Plan, store: zarr.abc.store.Store, attrs: dict) -> None:
+def write_root(store: zarr.abc.store.Store, attrs: dict) -> None:
     """Mark the store complete and consolidate: the last two writes of a conversion."""
     root = zarr.open_group(store, mode="r+")
     current = dict(root.attrs)

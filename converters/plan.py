@@ -150,7 +150,7 @@ def make_plan(
 ) -> Plan:
     """Join images and metadata into plates and well tasks, and count what is missing on either side."""
     images = _checked_images(index.images, schema, source)
-    rows = metadata.table if metadata is not None else pd.DataFrame(columns=SITE_KEY + [ORIGIN])
+    rows = metadata.table if metadata is not None else images[SITE_KEY].iloc[:0].assign(**{ORIGIN: ""})
     image_sites = images[SITE_KEY].drop_duplicates()
     row_sites = rows[SITE_KEY]
     keyed = image_sites.merge(row_sites, how="outer", indicator=True)

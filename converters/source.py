@@ -31,14 +31,20 @@ class LocalSource:
         return str(self.root)
 
     def walk(self) -> Iterator[tuple[str, int]]:
-        """Every file below the root as (relative path, size in bytes), in no particular order."""
-        stack = [self.root]
+        """Every file below the root as (relative path, size in bytes), in no particular order.
+
+        Symlinked folders are followed (datasets are often linked in), each real folder once.
+        """
+        stack, seen = [self.root], {self.root.resolve()}
         while stack:
             folder = stack.pop()
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
+                    if entry.is_dir():
+                        real = Path(entry.path).resolve()
+                        if real not in seen:
+                            seen.add(real)
+                            stack.append(Path(entry.path))
                     elif entry.is_file():
                         rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
                         yield rel, entry.stat().st_size

@@ -137,14 +137,20 @@ def create_images(group: zarr.Group, plan: Plan, n_wells: int) -> None:
     )
 
 
-def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> None:
-    """Create every group, coordinate and empty array; the root carries only an in-progress marker."""
+def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> dict[str, xr.Dataset]:
+    """Create every group, coordinate and empty array; the root carries only an in-progress marker.
+
+    Returns each plate's coordinates (in memory), from which the store's index is built.
+    """
     root = zarr.open_group(store, mode="w-", zarr_format=3, attributes={"platezarr_conversion": marker})
     for experiment in sorted({p.experiment for p in plan.plates}):
         root.create_group(check_group_name(experiment, "experiment"))
+    datasets = {}
     for plate in plan.plates:
         check_group_name(plan.schema.plate_name(plate.plate), "plate")
+        datasets[plate.group] = plate_dataset(plan, plate)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-            plate_dataset(plan, plate).to_zarr(store, group=plate.group, mode="w", zarr_format=3, consolidated=False)
+            datasets[plate.group].to_zarr(store, group=plate.group, mode="w", zarr_format=3, consolidated=False)
         create_images(zarr.open_group(store, path=plate.group, mode="r+"), plan, len(plate.wells))
+    return datasets

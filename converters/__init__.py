@@ -2,6 +2,7 @@
 
 from converters.convert import Progress, Summary, build_plan, convert
 from converters.errors import MetadataError, PlatezarrError, SchemaError, SourceError, StoreError
+from converters.readers import open_index, open_plate, open_sites, open_store
 from converters.version import __version__
 
 __all__ = [
@@ -15,4 +16,8 @@ __all__ = [
     "__version__",
     "build_plan",
     "convert",
+    "open_index",
+    "open_plate",
+    "open_sites",
+    "open_store",
 ]

@@ -1,0 +1,77 @@
+"""The `platezarr` command as a user runs it: real subprocesses, exit statuses, output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import xarray as xr
+
+from sources import small_rxrx1, write_rxrx_source
+
+CLI = [sys.executable, "-m", "converters.cli"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_demo_converts_and_says_how_to_open(tmp_path: Path) -> None:
+    result = run("demo", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "32 sites" in result.stdout and "missing images: 1" in result.stdout
+    assert "xr.open_datatree('demo.zarr', engine='zarr')" in result.stdout
+    tree = xr.open_datatree(tmp_path / "demo.zarr", engine="zarr")
+    assert tree["HUVEC-01/Plate1"]["images"].shape == (4, 2, 6, 128, 128)
+    again = run("demo", "--no-progress", cwd=tmp_path)  # a second demo replaces the first
+    assert again.returncode == 0, again.stderr
+
+
+def test_convert_json_and_info(tmp_path: Path) -> None:
+    write_rxrx_source(tmp_path / "src", {("HUVEC-01", 1): ["B02", "B03"]}, size=512)
+    result = run("convert", "src", "out.zarr", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["dataset"] == "rxrx1" and summary["sites"] == 4 and summary["images"] == 24
+    assert summary["bytes_out"] > 0 and summary["sites_per_second"] > 0
+    info = run("info", "out.zarr", "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["plate_groups"] == ["HUVEC-01/Plate1"]
+    text = run("info", "out.zarr", cwd=tmp_path)
+    assert "w1 (Hoechst)" in text.stdout
+
+
+def test_progress_bar_on_stderr(tmp_path: Path) -> None:
+    write_rxrx_source(tmp_path / "src", {("HUVEC-01", 1): ["B02"]}, size=512)
+    result = run("convert", "src", "out.zarr", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "write" in result.stderr and "site/s" in result.stderr
+    assert "1 wells, 2 sites, 12 images" in result.stdout
+
+
+def test_exit_statuses(tmp_path: Path) -> None:
+    write_rxrx_source(tmp_path / "src", {("HUVEC-01", 1): ["B02"]}, size=512)
+    assert run("convert", "src", cwd=tmp_path).returncode == 2  # wrong usage
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    refused = run("convert", "src", "precious", "--overwrite", cwd=tmp_path)
+    assert refused.returncode == 1 and "not a platezarr store" in refused.stderr
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+    missing = run("convert", "nowhere", "o.zarr", cwd=tmp_path)
+    assert missing.returncode == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+    assert run("convert", "src", "o.zarr", "--no-progress", cwd=tmp_path).returncode == 0
+    exists = run("convert", "src", "o.zarr", cwd=tmp_path)
+    assert exists.returncode == 1 and "--overwrite" in exists.stderr
+    assert run("convert", "src", "o.zarr", "--overwrite", "--no-progress", cwd=tmp_path).returncode == 0
+
+
+def test_dataset_is_detected_and_small_schema_usable_from_python(tmp_path: Path) -> None:
+    import converters as pz
+
+    write_rxrx_source(tmp_path / "src", {("HUVEC-01", 1): ["B02"]})
+    summary = pz.convert(tmp_path / "src", tmp_path / "o.zarr", small_rxrx1()).as_dict()
+    assert summary["dataset"] == "rxrx1"
+    undetectable = run("convert", "src", "p.zarr", cwd=tmp_path)  # 64x64 images fit no schema's size
+    assert undetectable.returncode == 1 and "--dataset" in undetectable.stderr

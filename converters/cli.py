@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from converters.convert import Progress, Summary, convert
+from converters.convert import Progress, Summary, convert, plan_only
 from converters.errors import PlatezarrError
 from converters.info import store_info
 from converters.schema import dataset_names
@@ -50,6 +50,14 @@ def _fail(error: PlatezarrError) -> None:
     sys.exit(1)
 
 
+GAPS = (
+    ("missing_images", "missing images"),
+    ("images_without_metadata", "sites with images but no metadata row"),
+    ("metadata_without_images", "metadata rows (sites) with no images"),
+    ("ignored_files", "files ignored (names match no pattern)"),
+)
+
+
 def format_summary(summary: dict) -> str:
     """The final summary of a conversion, one fact per line."""
     lines = [
@@ -59,15 +67,13 @@ def format_summary(summary: dict) -> str:
         f"bytes      {summary['bytes_in']:,} in, {summary['bytes_out']:,} out, ratio {summary['ratio']}",
         f"time       {summary['seconds']} s, {summary['sites_per_second']} sites/s",
     ]
-    for key, label in (
-        ("missing_images", "missing images"),
-        ("images_without_metadata", "sites with images but no metadata row"),
-        ("metadata_without_images", "metadata rows (sites) with no images"),
-        ("ignored_files", "files ignored (names match no pattern)"),
-    ):
-        report = summary[key]
-        if report["count"]:
-            lines.append(f"{label}: {report['count']}, e.g. " + "; ".join(report["examples"]))
+    lines += _gaps(summary)
+    skipped = summary.get("skipped_images", {"count": 0})
+    if skipped["count"]:
+        lines.append(f"bad images skipped: {skipped['count']}, e.g. "
+                     + "; ".join(f"{f['file']} ({f['reason']})" for f in skipped["files"][:3]))
+    if summary.get("resumed_wells"):
+        lines.append(f"resumed: {summary['resumed_wells']} wells were already written and kept")
     return "\n".join(lines)
 
 
@@ -84,21 +90,55 @@ def main(verbose: bool) -> None:
 @click.argument("out")
 @click.option("--dataset", type=click.Choice(dataset_names()), help="Dataset schema; detected from SRC if omitted.")
 @click.option("--metadata", help="Metadata table (CSV), or for RxRx1 the folder of competition tables.")
-@click.option("--workers", type=click.IntRange(min=1), help="Parallel wells (default: one per core).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing platezarr store at OUT.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel wells on this machine (default: one per core).")
+@click.option("--scheduler", metavar="ADDRESS", help="Run the wells on this dask.distributed scheduler (tcp://host:8786).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing platezarr store at OUT instead of resuming it.")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Stop at the first bad image, or record it (present=False) and go on.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (counts, gaps, estimated bytes) and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (or plan) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert_command(src: str, out: str, dataset: str | None, metadata: str | None, workers: int | None,
-                    overwrite: bool, as_json: bool, no_progress: bool) -> None:
-    """Convert the dataset in folder SRC into the store OUT."""
+                    scheduler: str | None, overwrite: bool, on_error: str, dry_run: bool, as_json: bool,
+                    no_progress: bool) -> None:
+    """Convert the dataset in folder SRC into the store OUT; re-running on an interrupted OUT resumes it."""
+    if workers and scheduler:
+        raise click.UsageError("--workers and --scheduler exclude each other: the cluster has its own workers")
     bar = ProgressBar(not no_progress and not as_json)
     try:
-        summary = convert(src, out, dataset, metadata, workers=workers, overwrite=overwrite, progress=bar)
+        if dry_run:
+            plan = plan_only(src, dataset, metadata, progress=bar)
+        else:
+            summary = convert(src, out, dataset, metadata, workers=workers, scheduler=scheduler,
+                              overwrite=overwrite, on_error=on_error, progress=bar)
     except PlatezarrError as error:
         bar.close()
         _fail(error)
     bar.close()
-    _print_summary(summary, as_json)
+    if dry_run:
+        click.echo(json.dumps(plan, indent=2) if as_json else format_plan(plan))
+    else:
+        _print_summary(summary, as_json)
+
+
+def format_plan(plan: dict) -> str:
+    """The plan of a dry run, one fact per line."""
+    lines = [
+        f"dataset    {plan['dataset']}  (source {plan['source']}, metadata {plan['metadata']})",
+        f"contents   {plan['experiments']} experiments, {plan['plates']} plates, {plan['wells']} wells, "
+        f"{plan['sites']} sites, {len(plan['channels'])} channels ({', '.join(plan['channels'])}), {plan['images']} images",
+        f"store      {plan['dtype']} {plan['image_shape']}, chunks {plan['chunks']}, shards {plan['shards']}, {plan['codec']}",
+        f"bytes      {plan['source_bytes']:,} in, about {plan['estimated_output_bytes']:,} out (estimate)",
+    ]
+    return "\n".join(lines + _gaps(plan)) + "\nnothing written (dry run)"
+
+
+def _gaps(report: dict) -> list[str]:
+    lines = []
+    for key, label in GAPS:
+        if report[key]["count"]:
+            lines.append(f"{label}: {report[key]['count']}, e.g. " + "; ".join(report[key]["examples"]))
+    return lines
 
 
 def _print_summary(summary: Summary, as_json: bool) -> None:
@@ -121,6 +161,34 @@ def info_command(out: str, as_json: bool) -> None:
     for key, value in info.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list) else value
         click.echo(f"{key:<18} {shown}")
+
+
+@main.command("verify")
+@click.argument("src")
+@click.argument("out")
+@click.option("--sample", type=click.IntRange(min=1), help="Check N random images instead of all.")
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel wells (default: one per core).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def verify_command(src: str, out: str, sample: int | None, workers: int | None, as_json: bool, no_progress: bool) -> None:
+    """Compare every source image in SRC with the store OUT, pixel by pixel; exit 0 only if all are equal."""
+    from converters.verify import verify
+
+    bar = ProgressBar(not no_progress and not as_json)
+    try:
+        report = verify(src, out, sample=sample, workers=workers, progress=bar)
+    except PlatezarrError as error:
+        bar.close()
+        _fail(error)
+    bar.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for where, problem in report.mismatches:
+            click.echo(f"MISMATCH {where}: {problem}")
+        verdict = "all equal" if report.ok else f"{len(report.mismatches)} mismatches"
+        click.echo(f"verified {report.images} images in {report.wells} wells: {verdict}")
+    sys.exit(0 if report.ok else 1)
 
 
 @main.command("demo")

@@ -10,20 +10,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+from zarr.abc.store import Store
 
 from converters.decode import probe_dtype
 from converters.detect import detect_dataset
-from converters.execute import run_wells
+from converters.execute import run_tasks
 from converters.finalize import LAYOUT_VERSION, index_table, write_index, write_present, write_root
 from converters.layouts import SCANNERS
 from converters.metadata import read_metadata
-from converters.output import output_path, prepare_output, store_bytes
+from converters.errors import StoreError
+from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, store_bytes
+from converters.records import TEMPLATE_KEY, differences, finished_wells, plan_identity
 from converters.plan import Plan, make_plan
 from converters.schema import DatasetSchema, load_schema
 from converters.source import LocalSource
-from converters.template import write_template
+from converters.template import plate_dataset, write_template
 from converters.version import __version__
-from converters.write import WellJob
+from converters.write import WellJob, WellResult, write_and_record
 
 log = logging.getLogger("platezarr")
 
@@ -103,48 +106,111 @@ def _store_dtype(source: LocalSource, schema: DatasetSchema, paths: list[str]) -
 
 def convert(
     src: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | Store,
     dataset: str | DatasetSchema | None = None,
     metadata: str | os.PathLike[str] | None = None,
     *,
     workers: int | None = None,
+    scheduler: str | None = None,
     overwrite: bool = False,
+    on_error: str = "fail",
     progress: ProgressCallback = _noop,
 ) -> Summary:
-    """Convert the dataset at `src` into a platezarr store at `out`; returns what was done."""
+    """Convert the dataset at `src` into a platezarr store at `out`, resuming an interrupted run there.
+
+    `workers` parallel wells locally, or every worker of the dask.distributed cluster at `scheduler`;
+    `on_error="skip"` records bad images (present=False) instead of stopping at the first one.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
     started = time.perf_counter()
     plan, source = build_plan(src, dataset, metadata, progress)
-    store = prepare_output(out, source.root, overwrite)
-    location = str(output_path(out))
-    plates = write_template(plan, store, {"started": _now(), "converter_version": __version__})
-    present = write_wells(plan, location, workers or os.cpu_count() or 1, progress)
-    progress(Progress("finalize", 0, 1, "steps"))
-    for group, mask in present.items():
-        write_present(store, group, mask)
-    table = index_table(plan, plates, present)
-    write_index(store, table)
-    write_root(store, root_attrs(plan, len(table)))
-    progress(Progress("finalize", 1, 1, "steps"))
-    return Summary(location, plan.describe(), time.perf_counter() - started, store_bytes(location))
-
-
-def write_wells(plan: Plan, out: str, workers: int, progress: ProgressCallback) -> dict[str, np.ndarray]:
-    """Write every well's shard in parallel; returns each plate's present mask from the wells' reports."""
-    schema = plan.schema
-    shape = (len(schema.sites), len(schema.channels), *schema.image_shape)
-    job = WellJob(plan.source, out, shape, plan.dtype.str)
-    present = {p.group: np.zeros((len(p.wells), *shape[:2]), dtype=bool) for p in plan.plates}
-    tasks = [t for p in plan.plates for t in p.tasks]
-    total, done = plan.n_sites, plan.n_sites - len(tasks) * len(schema.sites)
+    output = Output.open(out)
+    check_output(output, source.root)
+    identity = plan_identity(plan)
+    finished = prepare(output, plan, identity, overwrite)
+    job = WellJob(plan.source, output, _well_shape(plan), plan.dtype.str, on_error)
+    results = dict(finished)
+    tasks = [t for p in plan.plates for t in p.tasks if (t.group, t.well_index) not in finished]
+    total = plan.n_sites
+    done = total - len(tasks) * len(plan.schema.sites)
     progress(Progress("write", done, total))
-    for result in run_wells(job, tasks, workers):
-        present[result.group][result.well_index] = result.present
-        done += len(schema.sites)
+    for result in run_tasks(write_and_record, job, tasks, workers or os.cpu_count() or 1, scheduler):
+        results[(result.group, result.well_index)] = result
+        done += len(plan.schema.sites)
         progress(Progress("write", done, total))
-    return present
+    progress(Progress("finalize", 0, 1, "steps"))
+    finalize(output, plan, results)
+    progress(Progress("finalize", 1, 1, "steps"))
+    return _summary(output, plan, results, resumed=len(finished), seconds=time.perf_counter() - started)
 
 
-def root_attrs(plan: Plan, n_index: int) -> dict:
+def plan_only(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None,
+              metadata: str | os.PathLike[str] | None = None, progress: ProgressCallback = _noop) -> dict:
+    """The plan as plain data (what `--dry-run` prints); reads no pixels and writes nothing."""
+    return build_plan(src, dataset, metadata, progress)[0].describe()
+
+
+def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict[tuple[str, int], WellResult]:
+    """Make the output ready: a fresh template, or the wells an interrupted run of the same plan finished."""
+    state = output.state()
+    if state == "foreign":
+        raise StoreError(f"{output.location} exists and is not a platezarr store; it is left untouched: choose another output")
+    if state != "absent" and overwrite:
+        output.clear()
+        state = "absent"
+    if state == "complete":
+        raise StoreError(f"{output.location} already holds a complete platezarr store; pass --overwrite to replace it")
+    if state != "absent":
+        attrs = (output.root_meta() or {}).get("attributes", {})
+        stored = attrs.get(MARKER_ATTR, attrs.get(ROOT_ATTR, {})).get("plan", {})
+        changed = differences(stored, identity)
+        if changed:
+            raise StoreError(
+                f"{output.location} holds a conversion of a different plan ({'; '.join(changed)}); "
+                "pass --overwrite to start over, or choose another output"
+            )
+        if output.read_json(TEMPLATE_KEY) is not None:
+            finished = finished_wells(output)
+            log.info("resuming %s: %d wells already written", output.location, len(finished))
+            return finished
+        output.clear()
+    marker = {"plan": identity, "started": _now(), "converter_version": __version__}
+    plates = write_template(plan, output.store, marker)
+    output.write_json(TEMPLATE_KEY, {"plates": len(plates)})
+    return {}
+
+
+def finalize(output: Output, plan: Plan, results: dict[tuple[str, int], WellResult]) -> None:
+    """Present masks, the index, then the root attribute and consolidated metadata: the store is complete."""
+    present = {p.group: np.zeros((len(p.wells), *_well_shape(plan)[:2]), dtype=bool) for p in plan.plates}
+    for (group, index), result in results.items():
+        present[group][index] = result.present
+    for group, mask in present.items():
+        write_present(output.store, group, mask)
+    table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, present)
+    write_index(output.store, table)
+    write_root(output.store, root_attrs(plan, len(table), _skipped(results)) | {"plan": plan_identity(plan)})
+    output.delete(RECORDS)
+
+
+def _well_shape(plan: Plan) -> tuple[int, int, int, int]:
+    schema = plan.schema
+    return (len(schema.sites), len(schema.channels), *schema.image_shape)
+
+
+def _skipped(results: dict[tuple[str, int], WellResult]) -> list[dict[str, str]]:
+    return [{"file": f, "reason": r} for key in sorted(results) for f, r in results[key].skipped]
+
+
+def _summary(output: Output, plan: Plan, results: dict, resumed: int, seconds: float) -> Summary:
+    path = output.local_path
+    skipped = _skipped(results)
+    extra = {"resumed_wells": resumed, "skipped_images": {"count": len(skipped), "files": skipped}}
+    return Summary(output.location, plan.describe(), seconds, store_bytes(path) if path else 0, extra)
+
+
+def root_attrs(plan: Plan, n_index: int, skipped: list[dict[str, str]]) -> dict:
     """The root `platezarr` attribute (SPEC.md, store layout v1); its presence marks the store complete."""
     described = plan.describe()
     return {
@@ -163,6 +229,7 @@ def root_attrs(plan: Plan, n_index: int) -> dict:
         "created": _now(),
         "counts": {k: described[k] for k in ("experiments", "plates", "wells", "sites", "images")} | {"index_rows": n_index},
         "missing_images": described["missing_images"],
+        "skipped_images": {"count": len(skipped), "examples": skipped[:5]},
         "source": {
             "url": plan.source,
             "layout": plan.schema.layout,

@@ -1,62 +1,127 @@
-"""The output location: refuse to clobber what is not ours, and open it as a Zarr store."""
+"""The output store: what is already there, refusing to clobber what is not ours, and small JSON records.
+
+Everything goes through a zarr Store, so the same code serves a local folder, a bucket, or a test's
+wrapper store that injects faults.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import zarr
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from converters.errors import StoreError
 
 ROOT_ATTR = "platezarr"
 MARKER_ATTR = "platezarr_conversion"
+RECORDS = "_platezarr"
+State = Literal["absent", "foreign", "incomplete", "complete"]
 
 
 def output_path(out: str | os.PathLike[str]) -> Path:
     return Path(os.fspath(out).removeprefix("file://")).expanduser().resolve()
 
 
-def root_attributes(path: Path) -> dict | None:
-    """The root group's attributes, or None when `path` holds no Zarr v3 group."""
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("attributes", {}) if meta.get("node_type") == "group" else None
+@dataclass
+class Output:
+    """An output store and a name for it in messages; picklable, so workers can write to it."""
+
+    store: Store
+    location: str
+
+    @classmethod
+    def open(cls, out: str | os.PathLike[str] | Store, read_only: bool = False) -> Output:
+        if isinstance(out, Store):
+            return cls(out, str(out))
+        path = output_path(out)
+        return cls(LocalStore(path, read_only=read_only), str(path))
+
+    @property
+    def local_path(self) -> Path | None:
+        return Path(self.store.root) if isinstance(self.store, LocalStore) else None
+
+    def read_json(self, key: str) -> dict | None:
+        buffer = sync(self.store.get(key, prototype=default_buffer_prototype()))
+        return None if buffer is None else json.loads(buffer.to_bytes())
+
+    def write_json(self, key: str, value: dict) -> None:
+        data = default_buffer_prototype().buffer.from_bytes(json.dumps(value).encode())
+        try:
+            sync(self.store.set(key, data))
+        except OSError as exc:
+            raise StoreError(f"{self.location}: cannot write {key}: {exc.strerror or exc}; free space or fix "
+                             "permissions, then re-run the same command to resume") from None
+
+    def keys(self, prefix: str) -> list[str]:
+        async def collect() -> list[str]:
+            return [key async for key in self.store.list_prefix(prefix)]
+
+        return sync(collect())
+
+    def root_meta(self) -> dict | None:
+        """The root zarr.json, or None if there is none (or it is not JSON)."""
+        try:
+            return self.read_json("zarr.json")
+        except ValueError:
+            return None
+
+    def state(self) -> State:
+        """absent (empty), foreign (not ours: never touched), incomplete (a conversion started), complete."""
+        meta = self.root_meta()
+        if meta is None:
+            return "absent" if not self.keys("") else "foreign"
+        attrs = meta.get("attributes", {}) if meta.get("node_type") == "group" else {}
+        if ROOT_ATTR in attrs and "consolidated_metadata" in meta:
+            return "complete"
+        if ROOT_ATTR in attrs or MARKER_ATTR in attrs:
+            return "incomplete"
+        return "foreign"
+
+    def clear(self) -> None:
+        """Delete the whole store (only ever called on a store platezarr wrote)."""
+        self.delete("")
+
+    def delete(self, prefix: str) -> None:
+        """Delete every key under `prefix` ("" for all)."""
+        if self.local_path is not None:
+            shutil.rmtree(self.local_path / prefix, ignore_errors=True)
+        else:
+            sync(self.store.delete_dir(prefix))
+
+
+def check_output(output: Output, source: Path | None) -> None:
+    """Refuse an output inside the source, or a local folder that cannot be created."""
+    path = output.local_path
+    if path is None:
+        return
+    if source is not None and (path == source or source in path.parents):
+        raise StoreError(f"output {path} is inside the source folder {source}; write the store somewhere else")
+    parent = next((p for p in (path, *path.parents) if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise StoreError(f"cannot create {path}: {parent} is not a folder")
+    if not path.exists() and parent != path.parent:
+        raise StoreError(f"cannot create {path}: its parent folder {path.parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot create {path}: no write permission in {parent}")
 
 
 def is_platezarr_store(path: Path) -> bool:
-    """True for a finished store and for one a conversion started (it carries the in-progress marker)."""
-    attrs = root_attributes(path)
-    return attrs is not None and (ROOT_ATTR in attrs or MARKER_ATTR in attrs)
+    """True for a finished store and for one a conversion started."""
+    return Output.open(path).state() in ("incomplete", "complete")
 
 
-def prepare_output(out: str | os.PathLike[str], source: Path, overwrite: bool) -> LocalStore:
-    """A fresh, writable store at `out`; an existing store is replaced only with `overwrite`."""
-    path = output_path(out)
-    if path == source or source in path.parents:
-        raise StoreError(f"output {path} is inside the source folder {source}; write the store somewhere else")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        if not is_platezarr_store(path):
-            raise StoreError(f"{path} exists and is not a platezarr store; it is left untouched: choose another output")
-        if not overwrite:
-            raise StoreError(f"{path} already holds a platezarr store; pass --overwrite to replace it")
-        shutil.rmtree(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise StoreError(f"cannot create {path}: its parent folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise StoreError(f"cannot create {path}: no write permission in {parent}")
-    return LocalStore(path)
-
-
-def open_output_array(out: str, path: str) -> zarr.Array:
+def open_output_array(store: Store, path: str) -> zarr.Array:
     """An existing array of the store, opened for writing whole shards without scanning for empty chunks."""
-    return zarr.open_array(LocalStore(output_path(out)), path=path, mode="r+", config={"write_empty_chunks": True})
+    return zarr.open_array(store, path=path, mode="r+", config={"write_empty_chunks": True})
 
 
 def store_bytes(path: os.PathLike[str] | str) -> int:

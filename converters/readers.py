@@ -14,43 +14,32 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.storage import LocalStore
 
 from converters.errors import StoreError
 from converters.finalize import INDEX_GROUP, LAYOUT_VERSION
-from converters.output import MARKER_ATTR, ROOT_ATTR, output_path
+from converters.output import ROOT_ATTR, Output, output_path
 
 
 def open_root(url: str | os.PathLike[str]) -> tuple[zarr.Group, zarr.abc.store.Store]:
     """The root group of a complete store, read-only; an unfinished or foreign store is a clear error."""
-    path = output_path(url)
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"{path}: no Zarr store here; create one with `platezarr convert SRC {path}`")
-    store = LocalStore(path, read_only=True)
+    output = Output.open(url, read_only=True)
+    state = output.state() if output.local_path is None or output.local_path.exists() else "absent"
+    if state == "absent":
+        raise StoreError(f"{output.location}: no Zarr store here; create one with `platezarr convert SRC {url}`")
+    if state == "foreign":
+        raise StoreError(f"{output.location}: a Zarr store, but not one written by platezarr")
+    if state == "incomplete":
+        raise StoreError(
+            f"{output.location}: the conversion into this store did not finish; re-run the same "
+            "`platezarr convert SRC OUT ...` command to resume it"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        root = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=_consolidated(path))
-    attrs = root.attrs.asdict()
-    if ROOT_ATTR not in attrs:
-        if MARKER_ATTR in attrs:
-            raise StoreError(
-                f"{path}: the conversion into this store did not finish; re-run the same `platezarr convert` "
-                "command with --overwrite to write it again"
-            )
-        raise StoreError(f"{path}: a Zarr store, but not one written by platezarr")
-    version = attrs[ROOT_ATTR].get("layout_version")
+        root = zarr.open_group(output.store, mode="r", zarr_format=3, use_consolidated=True)
+    version = root.attrs[ROOT_ATTR].get("layout_version")
     if version != LAYOUT_VERSION:
-        raise StoreError(f"{path}: store layout version {version}; this platezarr reads version {LAYOUT_VERSION}")
-    return root, store
-
-
-def _consolidated(path) -> bool:
-    import json
-
-    try:
-        return "consolidated_metadata" in json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return False
+        raise StoreError(f"{output.location}: store layout version {version}; this platezarr reads version {LAYOUT_VERSION}")
+    return root, output.store
 
 
 def open_plate(url: str | os.PathLike[str], experiment: str, plate: str | int) -> xr.Dataset:
@@ -71,8 +60,8 @@ def _plate_group(root: zarr.Group, plate: int) -> str:
 
 def open_store(url: str | os.PathLike[str]) -> xr.DataTree:
     """The whole store as an xarray DataTree: experiments, plates, and the `index` group."""
-    open_root(url)
-    return xr.open_datatree(output_path(url), engine="zarr", consolidated=True, zarr_format=3)
+    _, store = open_root(url)
+    return xr.open_datatree(store, engine="zarr", consolidated=True, zarr_format=3)
 
 
 def open_index(url: str | os.PathLike[str]) -> xr.Dataset:

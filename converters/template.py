@@ -142,7 +142,7 @@ def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> dic
 
     Returns each plate's coordinates (in memory), from which the store's index is built.
     """
-    root = zarr.open_group(store, mode="w-", zarr_format=3, attributes={"platezarr_conversion": marker})
+    root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"platezarr_conversion": marker})
     for experiment in sorted({p.experiment for p in plan.plates}):
         root.create_group(check_group_name(experiment, "experiment"))
     datasets = {}

@@ -9,7 +9,8 @@ import numpy as np
 import zarr
 
 from converters.decode import decode_png
-from converters.output import open_output_array
+from converters.errors import SourceError, StoreError
+from converters.output import RECORDS, Output, open_output_array
 from converters.plan import WellTask
 from converters.source import LocalSource
 
@@ -19,9 +20,10 @@ class WellJob:
     """What every well task of one conversion shares: where to read, where to write, what to expect."""
 
     source: str
-    out: str
+    output: Output
     shape: tuple[int, int, int, int]  # (sites, channels, y, x)
     dtype: str
+    on_error: str = "fail"  # "skip": a bad image is recorded and left out (present=False)
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,27 @@ class WellResult:
     well_index: int
     present: np.ndarray  # (sites, channels) bool
     bytes_read: int
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of bad images left out with on_error="skip"
+
+    def record(self) -> dict:
+        """The completion record of this well, as JSON-able data."""
+        return {"present": self.present.tolist(), "bytes_read": self.bytes_read, "skipped": [list(s) for s in self.skipped]}
+
+    @classmethod
+    def from_record(cls, group: str, well_index: int, record: dict) -> WellResult:
+        skipped = tuple((str(f), str(r)) for f, r in record["skipped"])
+        return cls(group, well_index, np.array(record["present"], dtype=bool), int(record["bytes_read"]), skipped)
 
 
-@lru_cache(maxsize=64)
-def _images(out: str, group: str) -> zarr.Array:
-    return open_output_array(out, f"{group}/images")
+_ARRAYS: dict[tuple[str, str], zarr.Array] = {}
+
+
+def _images(output: Output, group: str) -> zarr.Array:
+    """The plate's images array, opened once per worker and output."""
+    key = (output.location, group)
+    if key not in _ARRAYS:
+        _ARRAYS[key] = open_output_array(output.store, f"{group}/images")
+    return _ARRAYS[key]
 
 
 @lru_cache(maxsize=4)
@@ -51,10 +69,32 @@ def write_well(job: WellJob, task: WellTask) -> WellResult:
     block = np.zeros(job.shape, dtype=dtype)
     present = np.zeros(job.shape[:2], dtype=bool)
     bytes_read = 0
+    skipped = []
     for site, channel, rel in task.files:
-        data = source.read(rel)
-        bytes_read += len(data)
-        block[site, channel] = decode_png(data, source.path(rel), job.shape[2:], dtype)
+        try:
+            data = source.read(rel)
+            bytes_read += len(data)
+            block[site, channel] = decode_png(data, source.path(rel), job.shape[2:], dtype)
+        except SourceError as error:
+            if job.on_error != "skip":
+                raise
+            skipped.append((source.path(rel), str(error)))
+            continue
         present[site, channel] = True
-    _images(job.out, task.group)[task.well_index] = block
-    return WellResult(task.group, task.well_index, present, bytes_read)
+    try:
+        _images(job.output, task.group)[task.well_index] = block
+    except OSError as exc:
+        raise StoreError(f"{job.output.location}: cannot write well {task.group}/{task.well}: {exc.strerror or exc}; "
+                         "free space or fix permissions, then re-run the same command to resume") from None
+    return WellResult(task.group, task.well_index, present, bytes_read, tuple(skipped))
+
+
+def write_and_record(job: WellJob, task: WellTask) -> WellResult:
+    """Write the well's shard, then its completion record: a record exists only for a finished shard."""
+    result = write_well(job, task)
+    job.output.write_json(well_record_key(task.group, task.well_index), result.record())
+    return result
+
+
+def well_record_key(group: str, well_index: int) -> str:
+    return f"{RECORDS}/wells/{group}/{well_index}.json"

@@ -59,7 +59,7 @@ def _run_distributed(fn: Callable, job: object, tasks: Iterable, scheduler: str)
     with client:
         window = 2 * max(1, sum(client.nthreads().values()))
         queue = iter(tasks)
-        running = as_completed([client.submit(fn, job, t, pure=False) for t in islice(queue, window)])
+        running = as_completed([client.submit(fn, job, t, pure=False) for t in islice(queue, window)], loop=client.loop)
         try:
             for future in running:
                 result = future.result()

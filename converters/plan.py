@@ -6,18 +6,20 @@ to workers. Nothing here reads pixels or writes anything.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from converters.errors import SourceError
+from converters.errors import MetadataError, SourceError
 from converters.layouts.files import SourceIndex
 from converters.metadata import ORIGIN, MetadataTable
 from converters.schema import DatasetSchema
 from converters.wells import well_order
 
 SITE_KEY = ["experiment", "plate", "well", "site"]
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 EXAMPLES = 5
 
 
@@ -205,7 +207,7 @@ def _plan_plate(
     images: pd.DataFrame,
     rows: pd.DataFrame,
 ) -> PlatePlan:
-    group = f"{experiment}/{schema.plate_name(plate)}"
+    group = f"{check_group_name(experiment, 'experiment')}/{check_group_name(schema.plate_name(plate), 'plate')}"
     wells = well_order(sites["well"].tolist())
     position = {w: i for i, w in enumerate(wells)}
     tasks = []
@@ -237,3 +239,13 @@ def _site_report(keyed: pd.DataFrame, side: str, schema: DatasetSchema) -> Repor
     rows = only[SITE_KEY].head(EXAMPLES).itertuples(index=False)
     names = [f"{e}/{schema.plate_name(p)}/{w} site {s}" for e, p, w, s in rows]
     return Report(len(only), names)
+
+
+def check_group_name(name: str, what: str) -> str:
+    """Refuse names that would escape the store or clash with its own keys: `/`, `..`, control characters."""
+    if not name or name in (".", "..", "index", "zarr.json") or _BAD_NAME.search(name) or name.startswith("_platezarr"):
+        raise MetadataError(
+            f"{what} name {name!r} cannot be a group in the store (no '/', '\\', '..', control characters, "
+            "'index', '_platezarr'); fix the metadata table or the folder name"
+        )
+    return name

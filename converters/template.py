@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
@@ -18,14 +17,6 @@ from converters.wells import split_well
 
 DIMS = ("well", "site", "channel", "y", "x")
 KEY_COLUMNS = ("experiment", "plate", "well", "site")
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
-
-
-def check_group_name(name: str, what: str) -> str:
-    """Refuse names that would escape the store or confuse a path: `/`, `..`, control characters."""
-    if not name or name in (".", "..") or _BAD_NAME.search(name) or name.startswith("index"):
-        raise MetadataError(f"{what} name {name!r} cannot be a group in the store (no '/', '..', control characters)")
-    return name
 
 
 def strings(values) -> np.ndarray:
@@ -144,10 +135,9 @@ def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> dic
     """
     root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"platezarr_conversion": marker})
     for experiment in sorted({p.experiment for p in plan.plates}):
-        root.create_group(check_group_name(experiment, "experiment"))
+        root.create_group(experiment)
     datasets = {}
     for plate in plan.plates:
-        check_group_name(plan.schema.plate_name(plate.plate), "plate")
         datasets[plate.group] = plate_dataset(plan, plate)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
+from pathlib import Path
 import zarr
 
 from converters.convert import ProgressCallback, Progress, build_plan, _noop
@@ -64,7 +65,7 @@ class WellCheck:
 def check_well(job: VerifyJob, check: WellCheck) -> VerifyReport:
     """Read one well's shard (checksums verified) and compare it with its source images."""
     report = VerifyReport(wells=1)
-    source = LocalSource(job.source)
+    source = LocalSource(Path(job.source))
     try:
         block = job.root[f"{check.group}/images"][check.index]
         present = job.root[f"{check.group}/present"][check.index]

@@ -19,7 +19,7 @@ from converters.finalize import LAYOUT_VERSION, index_table, write_index, write_
 from converters.layouts import SCANNERS
 from converters.metadata import read_metadata
 from converters.errors import StoreError
-from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, store_bytes
+from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, storage_errors, store_bytes
 from converters.records import TEMPLATE_KEY, differences, finished_wells, plan_identity
 from converters.plan import Plan, make_plan
 from converters.schema import DatasetSchema, load_schema
@@ -128,7 +128,8 @@ def convert(
     output = Output.open(out)
     check_output(output, source.root)
     identity = plan_identity(plan)
-    finished = prepare(output, plan, identity, overwrite)
+    with storage_errors(output):
+        finished = prepare(output, plan, identity, overwrite)
     job = WellJob(plan.source, output, _well_shape(plan), plan.dtype.str, on_error)
     results = dict(finished)
     tasks = [t for p in plan.plates for t in p.tasks if (t.group, t.well_index) not in finished]
@@ -140,7 +141,8 @@ def convert(
         done += len(plan.schema.sites)
         progress(Progress("write", done, total))
     progress(Progress("finalize", 0, 1, "steps"))
-    finalize(output, plan, results)
+    with storage_errors(output):
+        finalize(output, plan, results)
     progress(Progress("finalize", 1, 1, "steps"))
     return _summary(output, plan, results, resumed=len(finished), seconds=time.perf_counter() - started)
 

@@ -143,6 +143,14 @@ def _check_int_keys(frame: pd.DataFrame) -> None:
 
 
 def _check_unique_sites(frame: pd.DataFrame) -> None:
+    if "site_id" in frame:
+        dup_id = frame["site_id"].notna() & frame.duplicated("site_id", keep=False)
+        if dup_id.any():
+            rows = frame[dup_id].sort_values("site_id")
+            raise MetadataError(
+                f"{rows[ORIGIN].iloc[0]} and {rows[ORIGIN].iloc[1]}: duplicate site_id {rows['site_id'].iloc[0]!r}; "
+                "each site must appear once"
+            )
     dup = frame.duplicated(["experiment", "plate", "well", "site"], keep=False)
     if dup.any():
         rows = frame[dup].sort_values(["experiment", "plate", "well", "site"])

@@ -7,6 +7,8 @@ wrapper store that injects faults.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 import shutil
 from dataclasses import dataclass
@@ -96,6 +98,18 @@ class Output:
             shutil.rmtree(self.local_path / prefix, ignore_errors=True)
         else:
             sync(self.store.delete_dir(prefix))
+
+
+@contextmanager
+def storage_errors(output: Output) -> Iterator[None]:
+    """Turn an OSError of the output store (disk full, permissions) into a StoreError that says how to go on."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, StoreError):
+            raise
+        raise StoreError(f"{output.location}: cannot write: {exc.strerror or exc}; free space or fix permissions, "
+                         "then re-run the same command to resume") from None
 
 
 def check_output(output: Output, source: Path | None) -> None:

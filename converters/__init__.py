@@ -3,6 +3,7 @@
 from converters.convert import Progress, Summary, build_plan, convert
 from converters.errors import MetadataError, PlatezarrError, SchemaError, SourceError, StoreError
 from converters.readers import open_index, open_plate, open_sites, open_store
+from converters.sites import SiteDataset
 from converters.version import __version__
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "PlatezarrError",
     "Progress",
     "SchemaError",
+    "SiteDataset",
     "SourceError",
     "StoreError",
     "Summary",

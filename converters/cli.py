@@ -45,6 +45,26 @@ class ProgressBar:
             self.bar = None
 
 
+def parse_storage_options(value: str | None) -> dict | None:
+    """The --storage-options JSON object, or a usage error saying what is wrong with it."""
+    if value is None:
+        return None
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"endpoint\": \"http://127.0.0.1:9000\"}'")
+    return options
+
+
+STORAGE_OPTIONS = click.option(
+    "--storage-options", "storage_options", callback=lambda c, p, v: parse_storage_options(v), metavar="JSON",
+    help='Options to reach buckets, e.g. \'{"endpoint": "http://127.0.0.1:9000"}\' or \'{"skip_signature": true}\' '
+    "(credentials and endpoints otherwise come from the cloud's usual environment and config files).",
+)
+
+
 def _fail(error: PlatezarrError) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(1)
@@ -61,7 +81,8 @@ GAPS = (
 def format_summary(summary: dict) -> str:
     """The final summary of a conversion, one fact per line."""
     lines = [
-        f"store      {summary['out']}  ({summary['dataset']})",
+        f"store      {summary['out']}  ({summary['dataset']}"
+        f"{', detected from the file names' if summary.get('dataset_detected') else ''})",
         f"contents   {summary['experiments']} experiments, {summary['plates']} plates, {summary['wells']} wells, "
         f"{summary['sites']} sites, {summary['images']} images",
         f"bytes      {summary['bytes_in']:,} in, {summary['bytes_out']:,} out, ratio {summary['ratio']}",
@@ -90,6 +111,9 @@ def main(verbose: bool) -> None:
 @click.argument("out")
 @click.option("--dataset", type=click.Choice(dataset_names()), help="Dataset schema; detected from SRC if omitted.")
 @click.option("--metadata", help="Metadata table (CSV), or for RxRx1 the folder of competition tables.")
+@click.option("--experiment", help="Experiment group for sources whose paths do not name it (CPJUMP1: the batch).")
+@click.option("--plate", help="Plate group for Phenix images without an Index.idx.xml (CPJUMP1: the barcode).")
+@STORAGE_OPTIONS
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel wells on this machine (default: one per core).")
 @click.option("--scheduler", metavar="ADDRESS", help="Run the wells on this dask.distributed scheduler (tcp://host:8786).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing platezarr store at OUT instead of resuming it.")
@@ -98,7 +122,8 @@ def main(verbose: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan (counts, gaps, estimated bytes) and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or plan) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def convert_command(src: str, out: str, dataset: str | None, metadata: str | None, workers: int | None,
+def convert_command(src: str, out: str, dataset: str | None, metadata: str | None,
+                    experiment: str | None, plate: str | None, storage_options: dict | None, workers: int | None,
                     scheduler: str | None, overwrite: bool, on_error: str, dry_run: bool, as_json: bool,
                     no_progress: bool) -> None:
     """Convert the dataset in folder SRC into the store OUT; re-running on an interrupted OUT resumes it."""
@@ -107,9 +132,12 @@ def convert_command(src: str, out: str, dataset: str | None, metadata: str | Non
     bar = ProgressBar(not no_progress and not as_json)
     try:
         if dry_run:
-            plan = plan_only(src, dataset, metadata, progress=bar)
+            plan = plan_only(src, dataset, metadata,
+                             experiment=experiment, plate=plate, progress=bar, storage_options=storage_options)
         else:
-            summary = convert(src, out, dataset, metadata, workers=workers, scheduler=scheduler,
+            summary = convert(src, out, dataset, metadata,
+                              experiment=experiment, plate=plate, workers=workers, scheduler=scheduler,
+                              storage_options=storage_options,
                               overwrite=overwrite, on_error=on_error, progress=bar)
     except PlatezarrError as error:
         bar.close()
@@ -124,7 +152,8 @@ def convert_command(src: str, out: str, dataset: str | None, metadata: str | Non
 def format_plan(plan: dict) -> str:
     """The plan of a dry run, one fact per line."""
     lines = [
-        f"dataset    {plan['dataset']}  (source {plan['source']}, metadata {plan['metadata']})",
+        f"dataset    {plan['dataset']}{' (detected from the file names)' if plan.get('dataset_detected') else ''}"
+        f"  (source {plan['source']}, metadata {plan['metadata']})",
         f"contents   {plan['experiments']} experiments, {plan['plates']} plates, {plan['wells']} wells, "
         f"{plan['sites']} sites, {len(plan['channels'])} channels ({', '.join(plan['channels'])}), {plan['images']} images",
         f"store      {plan['dtype']} {plan['image_shape']}, chunks {plan['chunks']}, shards {plan['shards']}, {plan['codec']}",
@@ -148,11 +177,12 @@ def _print_summary(summary: Summary, as_json: bool) -> None:
 
 @main.command("info")
 @click.argument("out")
+@STORAGE_OPTIONS
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def info_command(out: str, as_json: bool) -> None:
+def info_command(out: str, storage_options: dict | None, as_json: bool) -> None:
     """Describe the store OUT: experiments, plates, wells, sites, channels, bytes, ratio to the source."""
     try:
-        info = store_info(out)
+        info = store_info(out, storage_options)
     except PlatezarrError as error:
         _fail(error)
     if as_json:
@@ -167,16 +197,18 @@ def info_command(out: str, as_json: bool) -> None:
 @click.argument("src")
 @click.argument("out")
 @click.option("--sample", type=click.IntRange(min=1), help="Check N random images instead of all.")
+@STORAGE_OPTIONS
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel wells (default: one per core).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def verify_command(src: str, out: str, sample: int | None, workers: int | None, as_json: bool, no_progress: bool) -> None:
+def verify_command(src: str, out: str, sample: int | None, storage_options: dict | None, workers: int | None,
+                   as_json: bool, no_progress: bool) -> None:
     """Compare every source image in SRC with the store OUT, pixel by pixel; exit 0 only if all are equal."""
     from converters.verify import verify
 
     bar = ProgressBar(not no_progress and not as_json)
     try:
-        report = verify(src, out, sample=sample, workers=workers, progress=bar)
+        report = verify(src, out, sample=sample, workers=workers, progress=bar, storage_options=storage_options)
     except PlatezarrError as error:
         bar.close()
         _fail(error)

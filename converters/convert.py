@@ -19,11 +19,12 @@ from converters.finalize import LAYOUT_VERSION, index_table, write_index, write_
 from converters.layouts import SCANNERS
 from converters.metadata import read_metadata
 from converters.errors import StoreError
-from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, storage_errors, store_bytes
+from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, storage_errors
 from converters.records import TEMPLATE_KEY, differences, finished_wells, plan_identity
 from converters.plan import Plan, make_plan
 from converters.schema import DatasetSchema, load_schema
-from converters.source import LocalSource
+from converters.location import local_copy
+from converters.source import Source, open_source
 from converters.template import plate_dataset, write_template
 from converters.version import __version__
 from converters.write import WellJob, WellResult, write_and_record
@@ -59,6 +60,7 @@ class Summary:
         return {
             "out": self.out,
             "dataset": p["dataset"],
+            "dataset_detected": p["dataset_detected"],
             "experiments": p["experiments"],
             "plates": p["plates"],
             "wells": p["wells"],
@@ -81,9 +83,10 @@ def _noop(_: Progress) -> None:
 
 
 def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None, metadata: str | os.PathLike[str] | None = None,
-               progress: ProgressCallback = _noop) -> tuple[Plan, LocalSource]:
+               progress: ProgressCallback = _noop, storage_options: dict | None = None,
+               *, experiment: str | None = None, plate: str | None = None) -> tuple[Plan, Source]:
     """Scan the source and the metadata and plan the store; reads one image header, no pixels."""
-    source = LocalSource.open(src)
+    source = open_source(src, storage_options)
     listing = list(source.walk())
     progress(Progress("scan", len(listing), len(listing), "files"))
     if isinstance(dataset, DatasetSchema):
@@ -91,13 +94,16 @@ def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None 
     else:
         schema = load_schema(dataset) if dataset else detect_dataset(source, listing)
     log.info("dataset %s (%s)", schema.name, "given" if dataset else "detected")
-    index = SCANNERS[schema.layout](source, listing, schema)
-    table = read_metadata(metadata, schema) if metadata is not None else None
+    index = SCANNERS[schema.layout](source, listing, schema, experiment=experiment, plate=plate)
+    table = None
+    if metadata is not None:
+        table = read_metadata(local_copy(metadata, storage_options), schema)
+        table.location = os.fspath(metadata) if "://" in os.fspath(metadata) else table.location
     dtype = _store_dtype(source, schema, index.images["path"].tolist())
-    return make_plan(schema, index, source.url, table, dtype), source
+    return make_plan(schema, index, source.url, table, dtype, detected=dataset is None), source
 
 
-def _store_dtype(source: LocalSource, schema: DatasetSchema, paths: list[str]) -> np.dtype:
+def _store_dtype(source: Source, schema: DatasetSchema, paths: list[str]) -> np.dtype:
     """The schema's dtype, unless the images are deeper: a 16-bit release is stored as uint16, never cut."""
     if not paths:
         return schema.dtype
@@ -115,22 +121,26 @@ def convert(
     overwrite: bool = False,
     on_error: str = "fail",
     progress: ProgressCallback = _noop,
+    storage_options: dict | None = None,
+    experiment: str | None = None,
+    plate: str | None = None,
 ) -> Summary:
     """Convert the dataset at `src` into a platezarr store at `out`, resuming an interrupted run there.
 
     `workers` parallel wells locally, or every worker of the dask.distributed cluster at `scheduler`;
-    `on_error="skip"` records bad images (present=False) instead of stopping at the first one.
+    `on_error="skip"` records bad images (present=False) instead of stopping at the first one;
+    `storage_options` reach buckets (e.g. {"endpoint": URL} or {"skip_signature": True}).
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
     started = time.perf_counter()
-    plan, source = build_plan(src, dataset, metadata, progress)
-    output = Output.open(out)
-    check_output(output, source.root)
+    plan, source = build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate)
+    output = Output.open(out, storage_options=storage_options)
+    check_output(output, source.url)
     identity = plan_identity(plan)
     with storage_errors(output):
         finished = prepare(output, plan, identity, overwrite)
-    job = WellJob(plan.source, output, _well_shape(plan), plan.dtype.str, on_error)
+    job = WellJob(source, output, _well_shape(plan), plan.dtype.str, on_error)
     results = dict(finished)
     tasks = [t for p in plan.plates for t in p.tasks if (t.group, t.well_index) not in finished]
     total = plan.n_sites
@@ -148,9 +158,11 @@ def convert(
 
 
 def plan_only(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None,
-              metadata: str | os.PathLike[str] | None = None, progress: ProgressCallback = _noop) -> dict:
+              metadata: str | os.PathLike[str] | None = None, progress: ProgressCallback = _noop,
+              storage_options: dict | None = None,
+              *, experiment: str | None = None, plate: str | None = None) -> dict:
     """The plan as plain data (what `--dry-run` prints); reads no pixels and writes nothing."""
-    return build_plan(src, dataset, metadata, progress)[0].describe()
+    return build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate)[0].describe()
 
 
 def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict[tuple[str, int], WellResult]:
@@ -206,10 +218,9 @@ def _skipped(results: dict[tuple[str, int], WellResult]) -> list[dict[str, str]]
 
 
 def _summary(output: Output, plan: Plan, results: dict, resumed: int, seconds: float) -> Summary:
-    path = output.local_path
     skipped = _skipped(results)
     extra = {"resumed_wells": resumed, "skipped_images": {"count": len(skipped), "files": skipped}}
-    return Summary(output.location, plan.describe(), seconds, store_bytes(path) if path else 0, extra)
+    return Summary(output.location, plan.describe(), seconds, output.nbytes(), extra)
 
 
 def root_attrs(plan: Plan, n_index: int, skipped: list[dict[str, str]]) -> dict:
@@ -219,11 +230,11 @@ def root_attrs(plan: Plan, n_index: int, skipped: list[dict[str, str]]) -> dict:
         "layout_version": LAYOUT_VERSION,
         "dataset": plan.schema.name,
         "title": plan.schema.title,
-        "channels": [c.attrs() for c in plan.schema.channels],
+        "channels": plan.channel_attrs(),
         "image_shape": list(plan.schema.image_shape),
         "dtype": str(plan.dtype),
         "sites": list(plan.schema.sites),
-        "pixel_size_um": plan.schema.pixel_size_um,
+        "pixel_size_um": plan.pixel_size_um,
         "chunks": described["chunks"],
         "shards": described["shards"],
         "codec": described["codec"],
@@ -238,6 +249,7 @@ def root_attrs(plan: Plan, n_index: int, skipped: list[dict[str, str]]) -> dict:
             "metadata": plan.metadata_location,
             "metadata_format": plan.metadata_format,
             "bytes": plan.source_bytes,
+            **plan.source_details,
         },
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from converters.decode import png_header
+from converters.decode import image_header
 from converters.errors import SourceError
 from converters.schema import DatasetSchema, dataset_names, load_schema
 from converters.source import LocalSource
@@ -30,5 +30,5 @@ def detect_dataset(source: LocalSource, listing: list[tuple[str, int]]) -> Datas
 
 
 def _shape_fits(source: LocalSource, schema: DatasetSchema, rel: str) -> bool:
-    height, width, _, _ = png_header(source.read(rel), source.path(rel))
-    return (height, width) == schema.image_shape
+    header = image_header(source.read(rel), source.path(rel))
+    return (header.height, header.width) == schema.image_shape

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 
-from converters.output import ROOT_ATTR, output_path, store_bytes
+from converters.output import ROOT_ATTR, Output
 from converters.readers import open_root
 
 
-def store_info(url: str | os.PathLike[str]) -> dict:
+def store_info(url: str | os.PathLike[str], storage_options: dict | None = None) -> dict:
     """Experiments, plates, wells, sites, channels, bytes and ratio to the source, from the root attributes."""
-    root, _ = open_root(url)
+    root, store = open_root(url, storage_options)
     attrs = root.attrs[ROOT_ATTR]
-    size = store_bytes(output_path(url))
+    size = Output(store, str(url)).nbytes()
     source_bytes = attrs["source"]["bytes"]
     experiments = sorted(name for name, _ in root.groups() if name != "index")
     return {
-        "store": str(output_path(url)),
+        "store": str(url),
         "dataset": attrs["dataset"],
         **attrs["counts"],
         "experiment_names": experiments,

@@ -1,4 +1,4 @@
-"""Metadata tables: read the dataset's table (or its competition variant) into one typed row per site."""
+"""Metadata tables: read the dataset's table (or one of its variants) into one typed row per site."""
 
 from __future__ import annotations
 
@@ -10,30 +10,35 @@ import numpy as np
 import pandas as pd
 
 from converters.errors import MetadataError
-from converters.schema import DatasetSchema
+from converters.schema import KEYS, Column, ColumnType, DatasetSchema
 from converters.wells import normalize_well
 
 ORIGIN = "_origin"
 COMPETITION_FILES = ("train.csv", "test.csv", "train_controls.csv", "test_controls.csv")
+CSV_FORMATS = ("csv", "plate_map", "load_data")  # formats that are one CSV file
+INTEGER = r"[+-]?(?:0|[1-9]\d{0,17})"  # no leading zeros ("0101" is an id), no more digits than int64 holds
+NUMBER = r"[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 
 
 @dataclass
 class MetadataTable:
-    """One row per site, keyed by experiment, plate, well, site; `_origin` says file:line of each row."""
+    """One row per site, keyed by experiment, plate, well, site; `_origin` says file:line of each row.
+
+    `columns` types every other column; `keys` are the keys the table gave: without `experiment`, the
+    experiment is blank until the plan takes it from the images of the row's plate.
+    """
 
     table: pd.DataFrame
     location: str
     format: str
-
-    @property
-    def columns(self) -> list[str]:
-        return [c for c in self.table.columns if c != ORIGIN]
+    columns: list[Column]
+    keys: tuple[str, ...] = KEYS
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """A CSV as strings, blanks as missing, with the file:line of every row; errors name the file."""
+def read_csv(path: Path, na_values: tuple[str, ...] = ("",)) -> pd.DataFrame:
+    """A CSV as strings, blanks (and `na_values`) as missing, with the file:line of every row; errors name the file."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=list(na_values), encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise MetadataError(
             f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
@@ -59,10 +64,27 @@ def read_metadata(location: str | os.PathLike[str], schema: DatasetSchema) -> Me
                 f"(expected a CSV file, or for RxRx1 the competition tables {', '.join(COMPETITION_FILES)})"
             )
     elif path.is_file():
-        frame, fmt = read_csv(path), "csv"
+        frame = read_csv(path, schema.na_values)
+        fmt = table_format(frame, schema, path)
     else:
         raise MetadataError(f"{path}: metadata table not found")
-    return MetadataTable(type_table(frame, schema, str(path)), str(path), fmt)
+    keys = schema.keys_for(fmt)
+    table = type_table(frame, schema, str(path), keys)
+    given = tuple(k for k in KEYS if k in keys)
+    return MetadataTable(table, str(path), fmt, describe_columns(table, schema, keys), given)
+
+
+def table_format(frame: pd.DataFrame, schema: DatasetSchema, path: Path) -> str:
+    """Which of the schema's CSV formats a table is: a CellProfiler load_data table has FileName_* columns."""
+    formats = [f for f in schema.metadata_formats if f in CSV_FORMATS]
+    if "load_data" in formats and any(c.startswith("FileName_") for c in frame.columns):
+        return "load_data"
+    others = [f for f in formats if f != "load_data"]
+    if not others:
+        raise MetadataError(
+            f"{path}: not a CellProfiler load_data table (no FileName_* columns), the table {schema.title} reads"
+        )
+    return others[0]
 
 
 def read_rxrx1_competition(folder: Path, schema: DatasetSchema) -> pd.DataFrame:
@@ -71,7 +93,7 @@ def read_rxrx1_competition(folder: Path, schema: DatasetSchema) -> pd.DataFrame:
     for name in COMPETITION_FILES:
         if not (folder / name).is_file():
             continue
-        frame = read_csv(folder / name)
+        frame = read_csv(folder / name, schema.na_values)
         _require_columns(frame, ["id_code", "experiment", "plate", "well"], str(folder / name))
         frame["dataset"] = name.split("_")[0].removesuffix(".csv")
         if "well_type" not in frame:
@@ -95,30 +117,55 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], where: str) -> Non
         raise MetadataError(f"{where}: missing required column(s) {', '.join(missing)}; found columns: {found}")
 
 
-def type_table(frame: pd.DataFrame, schema: DatasetSchema, where: str) -> pd.DataFrame:
-    """Check the key columns, convert every schema column to its type, and refuse duplicate sites."""
-    keys = schema.keys
+def type_table(frame: pd.DataFrame, schema: DatasetSchema, where: str, keys: dict[str, str]) -> pd.DataFrame:
+    """Check the key columns, type every column, refuse duplicates, and give a per-well table every site."""
     _require_columns(frame, list(keys.values()), where)
     frame = frame.rename(columns={src: key for key, src in keys.items() if src != key})
     for key in keys:
         blank = frame[key].isna()
         if blank.any():
             raise MetadataError(f"{frame[ORIGIN][blank].iloc[0]}: key column {key!r} is blank; every row needs one")
-    for column in schema.columns:
-        name = column.name if column.name not in keys.values() else _key_for(column.name, keys)
-        if name in frame.columns and column.type != "str":
-            frame[name] = _to_number(frame[name], frame[ORIGIN], name, column.type)
+    known = {column.name: column.type for column in schema.columns}
+    for name in frame.columns.drop(ORIGIN):
+        kind = known.get(keys[name]) if name in keys else (known.get(name) or _inferred_type(frame[name]))
+        if kind in ("int", "float"):
+            frame[name] = _to_number(frame[name], frame[ORIGIN], name, kind)
     try:
         frame["well"] = [normalize_well(w) for w in frame["well"]]
     except ValueError as exc:
         raise MetadataError(f"{where}: column 'well': {exc}") from None
+    _check_unique(frame, [k for k in KEYS if k in keys])
+    if "site" not in keys:
+        frame = frame.merge(pd.DataFrame({"site": np.array(schema.sites, dtype="int64")}), how="cross")
+    if "experiment" not in keys:
+        frame["experiment"] = None
     _check_int_keys(frame)
-    _check_unique_sites(frame)
     return frame
 
 
-def _key_for(column: str, keys: dict[str, str]) -> str:
-    return next(key for key, src in keys.items() if src == column)
+def describe_columns(frame: pd.DataFrame, schema: DatasetSchema, keys: dict[str, str]) -> list[Column]:
+    """Every non-key column of a typed table: the schema's columns, then any other, typed by its values."""
+    skip = {*KEYS, *keys.values(), ORIGIN}
+    known = {c.name for c in schema.columns}
+    level = "site" if "site" in keys else "well"
+    columns = [c for c in schema.columns if c.name in frame.columns and c.name not in skip]
+    kinds = {"i": "int", "f": "float"}
+    columns += [
+        Column(name, kinds.get(frame[name].dtype.kind, "str"), level)
+        for name in frame.columns
+        if name not in known and name not in skip
+    ]
+    return columns
+
+
+def _inferred_type(values: pd.Series) -> ColumnType:
+    """int or float when every value is plainly a number, else str (ids with leading zeros stay str)."""
+    present = values.dropna().astype(str)
+    if present.empty:
+        return "str"
+    if present.str.fullmatch(INTEGER).all():
+        return "int"
+    return "float" if present.str.fullmatch(NUMBER).all() else "str"
 
 
 def _to_number(values: pd.Series, origin: pd.Series, name: str, kind: str) -> pd.Series:
@@ -142,7 +189,8 @@ def _check_int_keys(frame: pd.DataFrame) -> None:
         frame["site"] = _to_number(frame["site"], frame[ORIGIN], "site", "int")
 
 
-def _check_unique_sites(frame: pd.DataFrame) -> None:
+def _check_unique(frame: pd.DataFrame, keys: list[str]) -> None:
+    """Each site_id, and each site (or well, for a per-well table), appears once."""
     if "site_id" in frame:
         dup_id = frame["site_id"].notna() & frame.duplicated("site_id", keep=False)
         if dup_id.any():
@@ -151,12 +199,12 @@ def _check_unique_sites(frame: pd.DataFrame) -> None:
                 f"{rows[ORIGIN].iloc[0]} and {rows[ORIGIN].iloc[1]}: duplicate site_id {rows['site_id'].iloc[0]!r}; "
                 "each site must appear once"
             )
-    dup = frame.duplicated(["experiment", "plate", "well", "site"], keep=False)
+    dup = frame.duplicated(keys, keep=False)
     if dup.any():
-        rows = frame[dup].sort_values(["experiment", "plate", "well", "site"])
+        rows = frame[dup].sort_values(keys)
         first = rows.iloc[0]
+        what = "site" if "site" in keys else "well"
         raise MetadataError(
-            f"{rows[ORIGIN].iloc[0]} and {rows[ORIGIN].iloc[1]}: two rows for the same site "
-            f"({first['experiment']} plate {first['plate']} well {first['well']} site {first['site']}); "
-            "each site must appear once"
+            f"{rows[ORIGIN].iloc[0]} and {rows[ORIGIN].iloc[1]}: two rows for the same {what} "
+            f"({', '.join(f'{k} {first[k]}' for k in keys)}); each {what} must appear once"
         )

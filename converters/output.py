@@ -19,9 +19,10 @@ import zarr
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, ObjectStore
 
 from converters.errors import StoreError
+from converters.location import parse_location
 
 ROOT_ATTR = "platezarr"
 MARKER_ATTR = "platezarr_conversion"
@@ -41,11 +42,23 @@ class Output:
     location: str
 
     @classmethod
-    def open(cls, out: str | os.PathLike[str] | Store, read_only: bool = False) -> Output:
+    def open(cls, out: str | os.PathLike[str] | Store, read_only: bool = False,
+             storage_options: dict | None = None) -> Output:
+        """The store at a path or URL (or a zarr Store as it is, e.g. a test's fault-injecting wrapper)."""
         if isinstance(out, Store):
             return cls(out, str(out))
-        path = output_path(out)
-        return cls(LocalStore(path, read_only=read_only), str(path))
+        location = parse_location(out, storage_options)
+        if location.path is not None:
+            return cls(LocalStore(location.path, read_only=read_only), str(location.path))
+        if location.read_only_scheme and not read_only:
+            raise StoreError(f"{location.url}: http(s) URLs are read-only; write the store to a path, s3:// or gs://")
+        return cls(ObjectStore(location.object_store(), read_only=read_only), location.url.rstrip("/"))
+
+    def nbytes(self) -> int:
+        """Total bytes of every object in the store."""
+        if self.local_path is not None:
+            return store_bytes(self.local_path)
+        return int(sync(self.store.getsize_prefix("")))
 
     @property
     def local_path(self) -> Path | None:
@@ -112,13 +125,13 @@ def storage_errors(output: Output) -> Iterator[None]:
                          "then re-run the same command to resume") from None
 
 
-def check_output(output: Output, source: Path | None) -> None:
+def check_output(output: Output, source: str) -> None:
     """Refuse an output inside the source, or a local folder that cannot be created."""
+    if output.location == source.rstrip("/") or output.location.startswith(source.rstrip("/") + "/"):
+        raise StoreError(f"output {output.location} is inside the source folder {source}; write the store somewhere else")
     path = output.local_path
     if path is None:
         return
-    if source is not None and (path == source or source in path.parents):
-        raise StoreError(f"output {path} is inside the source folder {source}; write the store somewhere else")
     parent = next((p for p in (path, *path.parents) if p.exists()), None)
     if parent is None or not parent.is_dir():
         raise StoreError(f"cannot create {path}: {parent} is not a folder")

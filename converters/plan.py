@@ -15,7 +15,7 @@ import pandas as pd
 from converters.errors import MetadataError, SourceError
 from converters.layouts.files import SourceIndex
 from converters.metadata import ORIGIN, MetadataTable
-from converters.schema import DatasetSchema
+from converters.schema import Column, DatasetSchema
 from converters.wells import well_order
 
 SITE_KEY = ["experiment", "plate", "well", "site"]
@@ -85,7 +85,7 @@ class Plan:
     source: str
     metadata_location: str | None
     metadata_format: str | None
-    metadata_columns: list[str]
+    metadata_columns: list[Column]
     settings: StoreSettings
     dtype: np.dtype
     plates: list[PlatePlan]
@@ -94,6 +94,8 @@ class Plan:
     images_without_rows: Report
     rows_without_images: Report
     ignored_files: Report
+    source_attrs: dict = field(default_factory=dict)
+    dataset_detected: bool = False
 
     @property
     def n_wells(self) -> int:
@@ -108,6 +110,22 @@ class Plan:
         return sum(p.n_images for p in self.plates)
 
     @property
+    def pixel_size_um(self) -> float | None:
+        """The pixel size the microscope recorded (e.g. in Index.idx.xml) when the source gives one, else the schema's."""
+        return self.source_attrs.get("pixel_size_um", self.schema.pixel_size_um)
+
+    @property
+    def source_details(self) -> dict:
+        """For the root `source` attribute: each acquisition (plate ids, start time, from Index.idx.xml) and
+        the options the source was read with (`--experiment`, `--plate`), so `verify` can read it again."""
+        return {key: self.source_attrs[key] for key in ("measurements", "options") if key in self.source_attrs}
+
+    def channel_attrs(self) -> list[dict]:
+        """Each channel's id, name, stain and target, plus what the microscope recorded for it when known."""
+        recorded = self.source_attrs.get("channels", {})
+        return [c.attrs() | recorded.get(c.id, {}) for c in self.schema.channels]
+
+    @property
     def estimated_bytes(self) -> int:
         """Output size guess: 1.25x the source files (zstd-3 measured on RxRx1), or raw size if unknown."""
         if self.source_bytes:
@@ -119,6 +137,7 @@ class Plan:
         """The plan as plain JSON-able data, for `--dry-run` and for comparing with an existing store."""
         return {
             "dataset": self.schema.name,
+            "dataset_detected": self.dataset_detected,
             "source": self.source,
             "metadata": self.metadata_location,
             "metadata_format": self.metadata_format,
@@ -149,10 +168,14 @@ def make_plan(
     metadata: MetadataTable | None,
     dtype: np.dtype,
     settings: StoreSettings | None = None,
+    detected: bool = False,
 ) -> Plan:
     """Join images and metadata into plates and well tasks, and count what is missing on either side."""
     images = _checked_images(index.images, schema, source)
     rows = metadata.table if metadata is not None else images[SITE_KEY].iloc[:0].assign(**{ORIGIN: ""})
+    unplaced = rows.iloc[:0]
+    if metadata is not None and "experiment" not in metadata.keys:
+        rows, unplaced = _place_rows(rows, images)
     image_sites = images[SITE_KEY].drop_duplicates()
     row_sites = rows[SITE_KEY]
     keyed = image_sites.merge(row_sites, how="outer", indicator=True)
@@ -179,9 +202,27 @@ def make_plan(
         source_bytes=int(images["bytes"].sum()),
         missing_images=Report(missing_count, missing[:EXAMPLES]),
         images_without_rows=_site_report(keyed, "left_only", schema) if metadata is not None else Report(),
-        rows_without_images=_site_report(keyed, "right_only", schema),
+        rows_without_images=_site_report(keyed, "right_only", schema, unplaced),
         ignored_files=Report(index.ignored_count, index.ignored[:EXAMPLES]),
+        source_attrs=index.attrs,
+        dataset_detected=detected,
     )
+
+
+def _place_rows(rows: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A table without experiments: each row takes the experiment of its plate's images. Rows of plates
+    with no images cannot be placed; they are returned apart, to be reported."""
+    experiments = images[["plate", "experiment"]].drop_duplicates()
+    twice = experiments[experiments.duplicated("plate", keep=False)]
+    if not twice.empty:
+        plate = twice["plate"].iloc[0]
+        raise MetadataError(
+            f"plate {plate} has images in experiments {', '.join(sorted(twice[twice['plate'] == plate]['experiment']))}, "
+            "and the metadata table names no experiment; convert each experiment separately"
+        )
+    rows = rows.assign(experiment=rows["plate"].map(experiments.set_index("plate")["experiment"]))
+    placed = rows["experiment"].notna()
+    return rows[placed], rows[~placed]
 
 
 def _checked_images(images: pd.DataFrame, schema: DatasetSchema, source: str) -> pd.DataFrame:
@@ -234,11 +275,16 @@ def _missing(plan: PlatePlan, schema: DatasetSchema, already: int) -> list[str]:
     return out
 
 
-def _site_report(keyed: pd.DataFrame, side: str, schema: DatasetSchema) -> Report:
+def _site_report(keyed: pd.DataFrame, side: str, schema: DatasetSchema, unplaced: pd.DataFrame | None = None) -> Report:
+    """Sites on one side of the join only; `unplaced` rows (plates with no images) count as metadata-only sites."""
     only = keyed[keyed["_merge"] == side]
     rows = only[SITE_KEY].head(EXAMPLES).itertuples(index=False)
     names = [f"{e}/{schema.plate_name(p)}/{w} site {s}" for e, p, w, s in rows]
-    return Report(len(only), names)
+    if unplaced is None or unplaced.empty:
+        return Report(len(only), names)
+    lost = unplaced[["plate", "well", "site"]].head(EXAMPLES).itertuples(index=False)
+    names = names[: EXAMPLES - 1] + [f"{schema.plate_name(p)}/{w} site {s} (no images of this plate)" for p, w, s in lost]
+    return Report(len(only) + len(unplaced), names[:EXAMPLES])
 
 
 def check_group_name(name: str, what: str) -> str:

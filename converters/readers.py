@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from functools import cached_property
 
 import dask.array as da
 import numpy as np
@@ -17,12 +16,13 @@ import zarr
 
 from converters.errors import StoreError
 from converters.finalize import INDEX_GROUP, LAYOUT_VERSION
-from converters.output import ROOT_ATTR, Output, output_path
+from converters.output import ROOT_ATTR, Output
 
 
-def open_root(url: str | os.PathLike[str]) -> tuple[zarr.Group, zarr.abc.store.Store]:
+def open_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
+              storage_options: dict | None = None) -> tuple[zarr.Group, zarr.abc.store.Store]:
     """The root group of a complete store, read-only; an unfinished or foreign store is a clear error."""
-    output = Output.open(url, read_only=True)
+    output = Output.open(url, read_only=True, storage_options=storage_options)
     state = output.state() if output.local_path is None or output.local_path.exists() else "absent"
     if state == "absent":
         raise StoreError(f"{output.location}: no Zarr store here; create one with `platezarr convert SRC {url}`")
@@ -42,13 +42,14 @@ def open_root(url: str | os.PathLike[str]) -> tuple[zarr.Group, zarr.abc.store.S
     return root, output.store
 
 
-def open_plate(url: str | os.PathLike[str], experiment: str, plate: str | int) -> xr.Dataset:
+def open_plate(url: str | os.PathLike[str], experiment: str, plate: str | int,
+               storage_options: dict | None = None) -> xr.Dataset:
     """One plate as an xarray Dataset (`plate` may be the group name `Plate1` or the plate number 1)."""
-    root, store = open_root(url)
+    root, store = open_root(url, storage_options)
     name = plate if isinstance(plate, str) else _plate_group(root, plate)
     group = f"{experiment}/{name}"
     if group not in root:
-        raise StoreError(f"{output_path(url)}: no plate {group}; `platezarr info {url}` lists the plates")
+        raise StoreError(f"{url}: no plate {group}; `platezarr info {url}` lists the plates")
     return xr.open_zarr(store, group=group, consolidated=True, zarr_format=3)
 
 
@@ -58,16 +59,19 @@ def _plate_group(root: zarr.Group, plate: int) -> str:
     return load_schema(root.attrs[ROOT_ATTR]["dataset"]).plate_name(plate)
 
 
-def open_store(url: str | os.PathLike[str]) -> xr.DataTree:
+def open_store(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.DataTree:
     """The whole store as an xarray DataTree: experiments, plates, and the `index` group."""
-    _, store = open_root(url)
+    _, store = open_root(url, storage_options)
     return xr.open_datatree(store, engine="zarr", consolidated=True, zarr_format=3)
 
 
-def open_index(url: str | os.PathLike[str]) -> xr.Dataset:
+def open_index(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.Dataset:
     """The one-row-per-site table of the whole store (dim `sample`), loaded in memory."""
-    _, store = open_root(url)
-    return xr.open_zarr(store, group=INDEX_GROUP, consolidated=True, zarr_format=3).load()
+    return _index(*open_root(url, storage_options))
+
+
+def _index(root: zarr.Group, store: zarr.abc.store.Store) -> xr.Dataset:
+    return xr.open_zarr(store, group=INDEX_GROUP, consolidated=True, zarr_format=3, chunks=None).load()
 
 
 class _Sites:
@@ -75,41 +79,41 @@ class _Sites:
 
     def __init__(self, root: zarr.Group, groups: np.ndarray, wells: np.ndarray, sites: np.ndarray) -> None:
         self.root, self.groups, self.wells, self.sites = root, groups, wells, sites
-        first = self._array(groups[0])
+        self._arrays: dict[str, zarr.Array] = {}
+        first = self._array(str(groups[0]))
         self.shape = (len(groups), *first.shape[2:])
         self.dtype = first.dtype
         self.ndim = 4
 
     def _array(self, group: str) -> zarr.Array:
-        return self._arrays.setdefault(group, self.root[f"{group}/images"])
-
-    @cached_property
-    def _arrays(self) -> dict:
-        return {}
+        if group not in self._arrays:
+            self._arrays[group] = self.root[f"{group}/images"]
+        return self._arrays[group]
 
     def __getitem__(self, key: tuple) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         picked = np.arange(self.shape[0])[key[0]]
         rest = key[1:]
-        read = [self._array(self.groups[i])[(int(self.wells[i]), int(self.sites[i]), *rest)] for i in np.atleast_1d(picked)]
+        read = [self._array(str(self.groups[i]))[(int(self.wells[i]), int(self.sites[i]), *rest)]
+                for i in np.atleast_1d(picked)]
         return read[0] if np.ndim(picked) == 0 else np.stack(read)
 
 
-def open_sites(url: str | os.PathLike[str]) -> xr.Dataset:
+def open_sites(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.Dataset:
     """Every site of every plate as one lazy Dataset (dim `sample`), every metadata column a coordinate.
 
-    Built from the `index` group and the consolidated metadata alone, so it opens fast on any store size.
+    Built from the consolidated metadata and the `index` group alone, so opening costs the same few
+    reads however many plates the store holds.
     """
-    root, _ = open_root(url)
-    index = open_index(url)
+    root, store = open_root(url, storage_options)
+    index = _index(root, store)
     if index.sizes.get("sample", 0) == 0:
-        raise StoreError(f"{output_path(url)}: the store holds no sites")
+        raise StoreError(f"{url}: the store holds no sites")
     view = _Sites(root, index["group"].values, index["well_index"].values, index["site_index"].values)
     images = da.from_array(view, chunks=(1, *view.shape[1:]), asarray=False, meta=np.empty((0, 0, 0, 0), view.dtype))
-    channel = _channel_coord(root)
     return xr.Dataset(
         {"images": (("sample", "channel", "y", "x"), images)},
-        coords=index.coords | {"channel": channel},
+        coords=index.coords | {"channel": _channel_coord(root)},
         attrs=root.attrs.asdict()[ROOT_ATTR],
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +16,13 @@ from converters.errors import SchemaError
 ColumnType = Literal["str", "int", "float"]
 ColumnLevel = Literal["plate", "well", "site"]
 KEYS = ("experiment", "plate", "well", "site")
+REQUIRED_KEYS = ("plate", "well")
+# The named groups each source layout needs from a file's path; the phenix layout reads the
+# experiment and plate from elsewhere (the folder path, Index.idx.xml, or the command line).
+PATTERN_GROUPS = {
+    "files": {"experiment", "plate", "well", "site", "channel"},
+    "phenix": {"row", "column", "site", "channel"},
+}
 
 
 def schema_dir() -> Path:
@@ -69,6 +76,8 @@ class DatasetSchema:
     metadata_formats: tuple[str, ...]
     pixel_size_um: float | None = None
     url: str = ""
+    format_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    na_values: tuple[str, ...] = ("",)
 
     @property
     def channel_ids(self) -> tuple[str, ...]:
@@ -79,6 +88,11 @@ class DatasetSchema:
             if column.name == name:
                 return column
         raise KeyError(name)
+
+    def keys_for(self, table_format: str) -> dict[str, str]:
+        """The key map of one metadata format: a table without `site` is per well, one without `experiment`
+        takes the experiment of its plate's images."""
+        return self.format_keys.get(table_format, self.keys)
 
     def key_dtype(self, key: str) -> str:
         """The pandas dtype of a key column (`plate` is an int for RxRx, a barcode string for JUMP)."""
@@ -99,13 +113,15 @@ def _require(raw: dict[str, Any], key: str, where: str) -> Any:
     return raw[key]
 
 
-def parse_pattern(value: str, where: str) -> re.Pattern[str]:
-    """Compile the path pattern and check it names every key the store hierarchy needs."""
+def parse_pattern(value: str, layout: str, where: str) -> re.Pattern[str]:
+    """Compile the path pattern and check it names every group its layout reads keys from."""
+    if layout not in PATTERN_GROUPS:
+        raise SchemaError(f"{where}: layout must be one of {sorted(PATTERN_GROUPS)}, found {layout!r}")
     try:
         pattern = re.compile(value)
     except re.error as exc:
         raise SchemaError(f"{where}: path_pattern is not a valid regular expression: {exc}") from None
-    missing = {"experiment", "plate", "well", "site", "channel"} - set(pattern.groupindex)
+    missing = PATTERN_GROUPS[layout] - set(pattern.groupindex)
     if missing:
         raise SchemaError(f"{where}: path_pattern lacks the named groups {sorted(missing)}")
     return pattern
@@ -130,23 +146,39 @@ def parse_columns(raw: list[dict[str, Any]], where: str) -> tuple[Column, ...]:
     return tuple(columns)
 
 
+def parse_keys(raw: dict[str, Any], where: str) -> dict[str, str]:
+    """A key map (store key → table column): it must name plate and well; experiment and site may be absent."""
+    keys = dict(raw)
+    unknown = set(keys) - set(KEYS)
+    missing = set(REQUIRED_KEYS) - set(keys)
+    if unknown or missing:
+        raise SchemaError(
+            f"{where}: a key map names store keys {list(KEYS)} (plate and well required), "
+            f"found {sorted(keys)}"
+        )
+    return keys
+
+
 def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
     """Build a DatasetSchema from the parsed TOML, checking every value."""
     channels = tuple(
         Channel(_require(c, "id", where), _require(c, "name", where), c.get("stain", ""), c.get("target", ""))
         for c in _require(raw, "channels", where)
     )
-    keys = dict(_require(raw, "keys", where))
-    if set(keys) != set(KEYS):
-        raise SchemaError(f"{where}: [keys] must map exactly {list(KEYS)}, found {sorted(keys)}")
+    keys = parse_keys(_require(raw, "keys", where), f"{where}: [keys]")
+    format_keys = {
+        name: parse_keys(mapping, f"{where}: [format_keys.{name}]")
+        for name, mapping in raw.get("format_keys", {}).items()
+    }
+    layout = _require(raw, "layout", where)
     shape = tuple(_require(raw, "image_shape", where))
     if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
         raise SchemaError(f"{where}: image_shape must be two positive integers, found {shape!r}")
     return DatasetSchema(
         name=_require(raw, "name", where),
         title=raw.get("title", raw["name"]),
-        layout=_require(raw, "layout", where),
-        path_pattern=parse_pattern(_require(raw, "path_pattern", where), where),
+        layout=layout,
+        path_pattern=parse_pattern(_require(raw, "path_pattern", where), layout, where),
         plate_group=raw.get("plate_group", "{plate}"),
         channel_id=raw.get("channel_id", "{channel}"),
         image_shape=(shape[0], shape[1]),
@@ -158,6 +190,8 @@ def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
         metadata_formats=tuple(raw.get("metadata_formats", ["csv"])),
         pixel_size_um=raw.get("pixel_size_um"),
         url=raw.get("url", ""),
+        format_keys=format_keys,
+        na_values=tuple(raw.get("na_values", [""])),
     )
 
 

@@ -1,4 +1,7 @@
-"""Where source files live: list and read them relative to a root folder."""
+"""Where source files live: list and read them relative to a root folder or bucket prefix.
+
+Both kinds of source pickle, so workers on other processes or machines read for themselves.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import SourceError
+from converters.location import Location, parse_location
 
 
 @dataclass(frozen=True)
@@ -60,3 +64,61 @@ class LocalSource:
     def path(self, rel: str) -> str:
         """A human-readable location of `rel`, for messages."""
         return str(self.root / rel)
+
+
+@dataclass
+class BucketSource:
+    """A source under a bucket URL (s3://, gs://, https://), read with obstore: one GET per file."""
+
+    location: Location
+
+    def __post_init__(self) -> None:
+        self.store = self.location.object_store()
+
+    @property
+    def url(self) -> str:
+        return self.location.url.rstrip("/")
+
+    @property
+    def root(self) -> None:
+        return None
+
+    def walk(self) -> Iterator[tuple[str, int]]:
+        """Every object under the prefix as (relative path, size in bytes)."""
+        import obstore
+
+        try:
+            for batch in obstore.list(self.store, chunk_size=1000):
+                for meta in batch:
+                    yield meta["path"], int(meta["size"])
+        except Exception as exc:  # obstore raises per-cloud errors; all mean the listing failed
+            raise SourceError(f"{self.url}: cannot list the source: {exc}") from None
+
+    def read(self, rel: str) -> bytes:
+        import obstore
+
+        try:
+            return bytes(obstore.get(self.store, rel).bytes())
+        except FileNotFoundError:
+            raise SourceError(f"{self.path(rel)}: not found; was it deleted since the listing?") from None
+        except Exception as exc:
+            raise SourceError(f"{self.path(rel)}: cannot read: {exc}") from None
+
+    def path(self, rel: str) -> str:
+        return f"{self.url}/{rel}"
+
+    def __getstate__(self) -> dict:
+        return {"location": self.location}
+
+    def __setstate__(self, state: dict) -> None:
+        self.location = state["location"]
+        self.__post_init__()
+
+
+Source = LocalSource | BucketSource
+
+
+def open_source(location: str | os.PathLike[str], storage_options: dict | None = None) -> Source:
+    """The source at a path or URL."""
+    parsed = parse_location(location, storage_options)
+    return LocalSource.open(parsed.path) if parsed.path is not None else BucketSource(parsed)

@@ -12,7 +12,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from converters.errors import MetadataError
 from converters.plan import Plan, PlatePlan
-from converters.schema import Column, DatasetSchema
+from converters.schema import Column
 from converters.wells import split_well
 
 DIMS = ("well", "site", "channel", "y", "x")
@@ -75,30 +75,21 @@ def plate_dataset(plan: Plan, plate: PlatePlan) -> xr.Dataset:
         "row": ("well", strings(rows), {"description": "Plate row letter(s)"}),
         "column": ("well", np.array(cols, dtype="int64"), {"description": "Plate column, 1-based"}),
         "site": ("site", np.array(schema.sites, dtype="int64"), {"description": "Field of view within the well"}),
-        "channel": ("channel", strings(schema.channel_ids), channel_attrs(schema)),
+        "channel": ("channel", strings(schema.channel_ids), channel_attrs(plan)),
         "channel_name": ("channel", strings(c.name for c in schema.channels), {"description": "Channel name"}),
         "experiment": ((), np.array(plate.experiment, dtype=object)),
         "plate": ((), np.array(plate.plate, dtype=object if isinstance(plate.plate, str) else "int64")),
     }
-    coords.update(metadata_coords(plate, metadata_columns(plan), schema.sites))
+    coords.update(metadata_coords(plate, plan.metadata_columns, schema.sites))
     return xr.Dataset(coords=coords)
 
 
-def channel_attrs(schema: DatasetSchema) -> dict:
-    """What each channel shows, so a reader knows that `w1` is Hoechst."""
-    attrs: dict = {"description": "Channel id as in the source file names", "channels": [c.attrs() for c in schema.channels]}
-    if schema.pixel_size_um is not None:
-        attrs["pixel_size_um"] = schema.pixel_size_um
+def channel_attrs(plan: Plan) -> dict:
+    """What each channel shows, so a reader knows that `w1` is Hoechst, and the physical pixel size."""
+    attrs: dict = {"description": "Channel id as in the source file names", "channels": plan.channel_attrs()}
+    if plan.pixel_size_um is not None:
+        attrs["pixel_size_um"] = plan.pixel_size_um
     return attrs
-
-
-def metadata_columns(plan: Plan) -> list[Column]:
-    """The schema's columns present in the table, then any extra column (typed str, per site)."""
-    known = {c.name: c for c in plan.schema.columns}
-    keyed = {plan.schema.keys.get(k, k) for k in KEY_COLUMNS}
-    out = [c for c in plan.schema.columns if c.name in plan.metadata_columns or c.name in keyed]
-    out += [Column(n, "str", "site") for n in plan.metadata_columns if n not in known and n not in KEY_COLUMNS]
-    return out
 
 
 def create_images(group: zarr.Group, plan: Plan, n_wells: int) -> None:

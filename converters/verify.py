@@ -12,25 +12,24 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
-from pathlib import Path
 import zarr
 
 from converters.convert import ProgressCallback, Progress, build_plan, _noop
-from converters.decode import decode_png
+from converters.decode import decode_image
 from converters.errors import SourceError
 from converters.execute import run_tasks
 from converters.output import ROOT_ATTR
 from converters.plan import WellTask
 from converters.readers import open_root
 from converters.schema import load_schema
-from converters.source import LocalSource
+from converters.source import Source
 
 
 @dataclass(frozen=True)
 class VerifyJob:
     """What every well check shares: the source root, the store, and the read-only root group."""
 
-    source: str
+    source: Source
     root: zarr.Group
 
 
@@ -65,7 +64,7 @@ class WellCheck:
 def check_well(job: VerifyJob, check: WellCheck) -> VerifyReport:
     """Read one well's shard (checksums verified) and compare it with its source images."""
     report = VerifyReport(wells=1)
-    source = LocalSource(Path(job.source))
+    source = job.source
     try:
         block = job.root[f"{check.group}/images"][check.index]
         present = job.root[f"{check.group}/present"][check.index]
@@ -75,7 +74,7 @@ def check_well(job: VerifyJob, check: WellCheck) -> VerifyReport:
     for site, channel, rel in check.files:
         path = source.path(rel)
         try:
-            pixels = decode_png(source.read(rel), path, block.shape[2:], block.dtype)
+            pixels = decode_image(source.read(rel), path, block.shape[2:], block.dtype)
         except SourceError as error:
             report.mismatches.append((path, str(error)))
             continue
@@ -119,15 +118,16 @@ def _plate_groups(root: zarr.Group) -> list[str]:
 
 
 def verify(src: str | os.PathLike[str], out: str | os.PathLike[str], sample: int | None = None,
-           workers: int | None = None, seed: int | None = None, progress: ProgressCallback = _noop) -> VerifyReport:
+           workers: int | None = None, seed: int | None = None, progress: ProgressCallback = _noop,
+           storage_options: dict | None = None) -> VerifyReport:
     """Compare every source image (or `sample` random ones) with the store; the report lists each mismatch."""
-    root, _ = open_root(out)
+    root, _ = open_root(out, storage_options)
     attrs = root.attrs[ROOT_ATTR]
     schema = dataclasses.replace(load_schema(attrs["dataset"]), image_shape=tuple(attrs["image_shape"]))
-    plan, source = build_plan(src, schema, progress=progress)
+    plan, source = build_plan(src, schema, **attrs["source"].get("options", {}), progress=progress, storage_options=storage_options)
     checks, problems = plan_checks(root, [t for p in plan.plates for t in p.tasks], sample, seed)
     total = VerifyReport(mismatches=problems)
-    job = VerifyJob(str(source.root), root)
+    job = VerifyJob(source, root)
     for n, report in enumerate(run_tasks(check_well, job, checks, workers or os.cpu_count() or 1), 1):
         total.images += report.images
         total.wells += report.wells

@@ -22,6 +22,14 @@ def row_index(row: str) -> int:
     return 26 * (ord(row[0]) - ord("A") + 1) + ord(row[1]) - ord("A")
 
 
+def well_name(row: int, column: int) -> str:
+    """1-based row and column numbers (as microscopes write them) → `D14`; rows past Z are `AA`..`AF`."""
+    if not 1 <= row <= 32 or not 1 <= column <= 99:
+        raise ValueError(f"row {row}, column {column} is not a position on a plate of up to 32 rows")
+    letters = chr(ord("A") + row - 1) if row <= 26 else "A" + chr(ord("A") + row - 27)
+    return f"{letters}{column:02d}"
+
+
 def normalize_well(well: str) -> str:
     """Canonical form with a two-digit column: `B2` → `B02`."""
     row, column = split_well(well.strip().upper())

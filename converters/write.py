@@ -1,25 +1,30 @@
-"""Write one well: read and decode its images, then write its shard in one call. Runs on workers."""
+"""Write one well: read and decode its images, then write its shard in one call. Runs on workers.
+
+On a local store the worker that decoded the well also encodes its shard (converters/shard.py) and
+writes the file once; any other store, or an array whose codecs shard.py does not encode, goes
+through zarr-python's `array[well] = block`. Both produce the same bytes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import zarr
 
-from converters.decode import decode_png
+from converters.decode import decode_image
 from converters.errors import SourceError, StoreError
 from converters.output import RECORDS, Output, open_output_array
 from converters.plan import WellTask
-from converters.source import LocalSource
+from converters.shard import ShardLayout, write_shard
+from converters.source import Source
 
 
 @dataclass(frozen=True)
 class WellJob:
     """What every well task of one conversion shares: where to read, where to write, what to expect."""
 
-    source: str
+    source: Source
     output: Output
     shape: tuple[int, int, int, int]  # (sites, channels, y, x)
     dtype: str
@@ -57,14 +62,21 @@ def _images(output: Output, group: str) -> zarr.Array:
     return _ARRAYS[key]
 
 
-@lru_cache(maxsize=4)
-def _source(root: str) -> LocalSource:
-    return LocalSource.open(root)
+_LAYOUTS: dict[tuple[str, str], ShardLayout | None] = {}
+
+
+def _layout(output: Output, group: str) -> ShardLayout | None:
+    """How to write the plate's shards directly (one well per shard, local store), or None: via zarr-python."""
+    key = (output.location, group)
+    if key not in _LAYOUTS:
+        layout = ShardLayout.of(_images(output, group))
+        _LAYOUTS[key] = layout if layout is not None and layout.shard_shape[0] == 1 else None
+    return _LAYOUTS[key]
 
 
 def write_well(job: WellJob, task: WellTask) -> WellResult:
     """Decode every image of `task` into one (site, channel, y, x) block and write the well's shard once."""
-    source = _source(job.source)
+    source = job.source
     dtype = np.dtype(job.dtype)
     block = np.zeros(job.shape, dtype=dtype)
     present = np.zeros(job.shape[:2], dtype=bool)
@@ -74,7 +86,7 @@ def write_well(job: WellJob, task: WellTask) -> WellResult:
         try:
             data = source.read(rel)
             bytes_read += len(data)
-            block[site, channel] = decode_png(data, source.path(rel), job.shape[2:], dtype)
+            block[site, channel] = decode_image(data, source.path(rel), job.shape[2:], dtype)
         except SourceError as error:
             if job.on_error != "skip":
                 raise
@@ -82,7 +94,7 @@ def write_well(job: WellJob, task: WellTask) -> WellResult:
             continue
         present[site, channel] = True
     try:
-        _images(job.output, task.group)[task.well_index] = block
+        write_block(job.output, task.group, task.well_index, block)
     except OSError as exc:
         raise StoreError(f"{job.output.location}: cannot write well {task.group}/{task.well}: {exc.strerror or exc}; "
                          "free space or fix permissions, then re-run the same command to resume") from None
@@ -98,3 +110,12 @@ def write_and_record(job: WellJob, task: WellTask) -> WellResult:
 
 def well_record_key(group: str, well_index: int) -> str:
     return f"{RECORDS}/wells/{group}/{well_index}.json"
+
+
+def write_block(output: Output, group: str, well_index: int, block: np.ndarray) -> None:
+    """Write one well's (site, channel, y, x) block as its shard: directly when possible, else via zarr."""
+    layout = _layout(output, group)
+    if layout is not None and block.shape == layout.shard_shape[1:]:
+        write_shard(layout, (well_index,) + (0,) * block.ndim, block[np.newaxis])
+    else:
+        _images(output, group)[well_index] = block

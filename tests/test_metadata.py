@@ -43,7 +43,7 @@ def test_missing_key_column(tmp_path: Path) -> None:
 def test_blank_key_and_duplicate_site(tmp_path: Path) -> None:
     with pytest.raises(MetadataError, match=r"metadata.csv:2: key column 'well' is blank"):
         read_metadata(table(tmp_path, HEADER + ROW.replace(",B02,1,", ",,1,")), load_schema("rxrx1"))
-    with pytest.raises(MetadataError, match=r"metadata.csv:2 and .*metadata.csv:3: two rows for the same site"):
+    with pytest.raises(MetadataError, match=r"metadata.csv:2 and .*metadata.csv:3: duplicate site_id"):
         read_metadata(table(tmp_path, HEADER + ROW + ROW), load_schema("rxrx1"))
 
 

@@ -55,7 +55,11 @@ def kill_when(cmd: list[str], condition: Callable[[], bool], timeout: float = 12
     deadline = time.monotonic() + timeout
     try:
         while process.poll() is None and time.monotonic() < deadline:
-            if condition():
+            try:
+                reached = condition()
+            except FileNotFoundError:  # a .partial file renamed while the folder was listed
+                reached = False
+            if reached:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
                 return True

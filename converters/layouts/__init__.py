@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from converters.layouts.files import scan_files
+from converters.layouts.phenix import scan_phenix
 
-SCANNERS = {"files": scan_files}
+SCANNERS = {"files": scan_files, "phenix": scan_phenix}

@@ -16,15 +16,30 @@ IMAGE_COLUMNS = ["experiment", "plate", "well", "site", "channel", "path", "byte
 
 @dataclass
 class SourceIndex:
-    """The images found under a source: one row per file, plus the names that matched no pattern."""
+    """The images found under a source: one row per file, the names that matched no pattern, and
+    what the source itself says about the acquisition (e.g. a microscope's index files) as `attrs`."""
 
     images: pd.DataFrame
     ignored: list[str] = field(default_factory=list)
     ignored_count: int = 0
+    attrs: dict = field(default_factory=dict)
 
 
-def scan_files(source: LocalSource, listing: list[tuple[str, int]], schema: DatasetSchema, examples: int = 5) -> SourceIndex:
+def scan_files(
+    source: LocalSource,
+    listing: list[tuple[str, int]],
+    schema: DatasetSchema,
+    *,
+    experiment: str | None = None,
+    plate: str | None = None,
+    examples: int = 5,
+) -> SourceIndex:
     """Keep the files of `listing` (relative path, size) whose path matches the schema's pattern."""
+    if experiment is not None or plate is not None:
+        raise SourceError(
+            f"{schema.title} file paths name the experiment and plate of every image; "
+            "--experiment and --plate are only for layouts whose paths do not (CPJUMP1)"
+        )
     rows: list[tuple[str, str, str, str, str, str, int]] = []
     ignored: list[str] = []
     ignored_count = 0
@@ -42,11 +57,11 @@ def scan_files(source: LocalSource, listing: list[tuple[str, int]], schema: Data
     images = images.astype({"plate": schema.key_dtype("plate"), "site": "int64", "bytes": "int64"})
     images["well"] = [normalize_well(w) for w in images["well"]]
     images["channel"] = [schema.channel_id.format(channel=c) for c in images["channel"]]
-    _check_unique(images, source)
+    check_unique(images, source)
     return SourceIndex(images.sort_values("path", ignore_index=True), sorted(ignored), ignored_count)
 
 
-def _check_unique(images: pd.DataFrame, source: LocalSource) -> None:
+def check_unique(images: pd.DataFrame, source: LocalSource) -> None:
     """Two files for one image (e.g. the 2019 and 2020 layouts side by side) is an error, not a choice."""
     key = ["experiment", "plate", "well", "site", "channel"]
     dup = images[images.duplicated(key, keep=False)]

@@ -1,0 +1,167 @@
+"""`SiteDataset`: a map-style dataset of whole sites for training loops, one ranged read per site.
+
+A site is one chunk inside its well's shard. The shard's index (where each chunk sits) is read once
+and cached, so after warm-up a site costs exactly one ranged GET on a bucket (one `pread` locally),
+then a zstd decode with its CRC32C checked. Connections are opened lazily in each process, so the
+dataset is safe in PyTorch DataLoader workers with fork or spawn; torch itself is not needed.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import google_crc32c
+import numpy as np
+import pandas as pd
+from numcodecs import Zstd
+from zarr.storage import LocalStore
+
+from converters.errors import StoreError
+from converters.location import parse_location
+from converters.output import ROOT_ATTR
+from converters.readers import _index, open_root
+from converters.shard import EMPTY
+
+
+class _Reader:
+    """Ranged reads of one store: `pread` on local files, fsspec `cat_file` ranges on buckets.
+
+    fsspec rather than obstore here: obstore's tokio runtime hangs in a process forked after it
+    started (obstore's own maintainers call it not fork-safe), and DataLoader workers fork.
+    """
+
+    def __init__(self, url: str, storage_options: dict | None) -> None:
+        location = parse_location(url, storage_options)
+        self.path = location.path
+        self.fs, self.root = (None, "") if self.path is not None else location.fsspec()
+
+    def read(self, key: str, start: int, length: int) -> bytes:
+        if self.path is not None:
+            with open(self.path / key, "rb") as f:
+                return os.pread(f.fileno(), length, start)
+        return self.fs.cat_file(f"{self.root}/{key}", start=start, end=start + length)
+
+    def tail(self, key: str, length: int) -> bytes:
+        if self.path is not None:
+            with open(self.path / key, "rb") as f:
+                return os.pread(f.fileno(), length, os.fstat(f.fileno()).st_size - length)
+        return self.fs.cat_file(f"{self.root}/{key}", start=-length)
+
+
+def _checked(data: bytes, where: str) -> bytes:
+    """The payload of `data` whose last 4 bytes are its CRC32C; a mismatch means corrupted bytes."""
+    payload, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    if google_crc32c.value(payload) != crc:
+        raise StoreError(f"{where}: checksum mismatch, the stored bytes are corrupted; re-convert this well")
+    return payload
+
+
+class SiteDataset:
+    """Sites of a platezarr store, optionally filtered by metadata: `ds[i]` → (C x Y x X array, metadata dict).
+
+    `where` is a dict of column → value (or list of values), or a pandas query string on the index;
+    `channels` picks channels by id (`w1`) or name (`Hoechst`). Order, shuffling and batching stay
+    with the caller's loader.
+    """
+
+    def __init__(self, url: str | os.PathLike[str], where: Mapping[str, Any] | str | None = None,
+                 channels: Sequence[str] | None = None, storage_options: dict | None = None) -> None:
+        location = parse_location(url, storage_options)
+        root, store = open_root(LocalStore(location.path, read_only=True) if location.path else location.zarr_fsspec_store())
+        self.url, self.storage_options = os.fspath(url), storage_options
+        attrs = root.attrs[ROOT_ATTR]
+        table = _index(root, store).to_dataframe().reset_index(drop=True)
+        self.table = _filter(table, where)
+        self.channels = _channel_indices(attrs["channels"], channels)
+        first = root[f"{self.table['group'].iloc[0]}/images"] if len(self.table) else None
+        self._layout = {g: _site_layout(root[f"{g}/images"]) for g in self.table["group"].unique()}
+        self.dtype = np.dtype(attrs["dtype"])
+        self.shape = (len(self.channels), *attrs["image_shape"]) if first is not None else (0,)
+        self._pid: int | None = None
+        self._reader: _Reader | None = None
+        self._indexes: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        row = self.table.iloc[i]
+        group, well, site = str(row["group"]), int(row["well_index"]), int(row["site_index"])
+        key = self._layout[group]["key"].format(well=well)
+        offset, nbytes = self._shard_index(key, group)[site]
+        layout = self._layout[group]
+        if offset == EMPTY:
+            pixels = np.zeros(layout["chunk"], dtype=self.dtype)
+        else:
+            payload = _checked(self._io().read(key, int(offset), int(nbytes)), f"{self.url}/{key}")
+            pixels = np.frombuffer(Zstd().decode(payload), dtype=layout["dtype"]).reshape(layout["chunk"])
+        return pixels[self.channels].astype(self.dtype, copy=False), _metadata(row)
+
+    def _io(self) -> _Reader:
+        """The reader of this process: re-created after a fork, never shared across one."""
+        if self._pid != os.getpid():
+            self._reader, self._indexes, self._pid = _Reader(self.url, self.storage_options), {}, os.getpid()
+        assert self._reader is not None
+        return self._reader
+
+    def _shard_index(self, key: str, group: str) -> np.ndarray:
+        reader = self._io()
+        if key not in self._indexes:
+            n = self._layout[group]["sites"]
+            index = _checked(reader.tail(key, 16 * n + 4), f"{self.url}/{key} (shard index)")
+            self._indexes[key] = np.frombuffer(index, dtype="<u8").reshape(n, 2)
+        return self._indexes[key]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_reader", "_indexes", "_pid")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _reader=None, _indexes={}, _pid=None)
+
+
+def _filter(table: pd.DataFrame, where: Mapping[str, Any] | str | None) -> pd.DataFrame:
+    if where is None:
+        return table
+    if isinstance(where, str):
+        return table.query(where).reset_index(drop=True)
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in where.items():
+        if column not in table:
+            raise KeyError(f"no metadata column {column!r}; columns: {', '.join(table.columns)}")
+        values = value if isinstance(value, (list, tuple, set)) else [value]
+        mask &= table[column].isin(list(values)).to_numpy()
+    return table[mask].reset_index(drop=True)
+
+
+def _channel_indices(channels: list[dict], wanted: Sequence[str] | None) -> list[int]:
+    if wanted is None:
+        return list(range(len(channels)))
+    lookup = {c["id"]: i for i, c in enumerate(channels)} | {c["name"]: i for i, c in enumerate(channels)}
+    missing = [w for w in wanted if w not in lookup]
+    if missing:
+        raise KeyError(f"unknown channels {missing}; the store has {[c['id'] for c in channels]}")
+    return [lookup[w] for w in wanted]
+
+
+def _site_layout(array) -> dict[str, Any]:
+    """Where a site's chunk sits: the shard key pattern, sites per shard, chunk shape, stored dtype."""
+    meta = array.metadata.to_dict()
+    sharding = meta["codecs"][0]
+    config = sharding["configuration"]
+    names = [c["name"] for c in config["codecs"]]
+    if sharding["name"] != "sharding_indexed" or names != ["bytes", "zstd", "crc32c"]:
+        raise StoreError(f"{array.path}: not the default chunk-per-site layout; read it with open_sites instead")
+    separator = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
+    shard, chunk = list(meta["chunk_grid"]["configuration"]["chunk_shape"]), list(config["chunk_shape"])
+    if shard[0] != 1 or chunk[:2] != [1, 1] or chunk[2:] != shard[2:]:
+        raise StoreError(f"{array.path}: chunks are not whole sites; read it with open_sites instead")
+    key = separator.join(["c", "{well}", "0", "0", "0", "0"])
+    return {"key": f"{array.path}/{key}", "sites": shard[1], "chunk": tuple(chunk[2:]),
+            "dtype": np.dtype(array.dtype).newbyteorder("<")}
+
+
+def _metadata(row: pd.Series) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}

@@ -16,6 +16,10 @@ sites (6 channels) two ways, at 1 and at 8 threads, alternating the contenders:
 
 It prints sites/s and requests per site (counted by the server, after a warm-up pass that reads
 every shard index once) and the ratio store/png; target ≥ 3x and exactly 1 request per site.
+
+With --open-rxrx1 it also converts the whole RxRx1 plan (204 plates, 125,510 sites, from the real
+competition tables, no images) into a local store, uploads it, and counts the requests and time of
+`pz.open_sites(url)` over S3 (target ≤ 20 requests and ≤ 1 s).
 Loopback S3 has almost no latency, so this measures the client-side cost per site; over a real
 network the request count dominates and the ratio grows.
 """
@@ -28,6 +32,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,6 +82,28 @@ def read_png_site(store, prefix: str) -> np.ndarray:
     return np.stack([imagecodecs.png_decode(bytes(obstore.get(store, f"{prefix}{c}.png").bytes())) for c in range(1, 7)])
 
 
+def open_rxrx1_sized(server: S3Server) -> dict:
+    """Requests and seconds of open_sites over S3 on a store with the whole RxRx1 plan (no pixels)."""
+    kaggle = HERE.parent.parent / "shared" / "data" / "rxrx1" / "kaggle"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "images").mkdir()
+        pz.convert(Path(tmp) / "images", Path(tmp) / "rxrx1.zarr", "rxrx1", kaggle)
+        boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="rxrx1")
+        store = parse_location("s3://rxrx1/rxrx1.zarr").object_store()
+        files = [p for p in (Path(tmp) / "rxrx1.zarr").rglob("*") if p.is_file()]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda p: obstore.put(store, p.relative_to(Path(tmp) / "rxrx1.zarr").as_posix(), p.read_bytes()), files))
+    times, requests = [], 0
+    for _ in range(5):
+        server.requests.clear()
+        started = time.perf_counter()
+        sites = pz.open_sites("s3://rxrx1/rxrx1.zarr")
+        times.append(time.perf_counter() - started)
+        requests = server.count()
+    plates = len(set(sites["group"].values.tolist()))
+    return {"plates": plates, "sites": sites.sizes["sample"], "requests": requests, "seconds": round(statistics.median(times), 3)}
+
+
 def timed(fn, items: list, threads: int) -> float:
     """Sites per second reading `items` with `fn` on `threads` threads."""
     started = time.perf_counter()
@@ -92,6 +119,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--open-rxrx1", action="store_true", help="also time open_sites on an RxRx1-sized store")
     args = parser.parse_args()
 
     server = S3Server().start()
@@ -126,6 +154,8 @@ def main() -> None:
         results[f"threads_{threads}"] = {"png_sites_per_s": round(png, 1), "store_sites_per_s": round(store, 1),
                                          "ratio": round(store / png, 2), "png_requests_per_site": requests["png"],
                                          "store_requests_per_site": requests["store"]}
+    if args.open_rxrx1:
+        results["open_sites_rxrx1"] = open_rxrx1_sized(server)
     server.stop()
 
     print(f"{'threads':>7} {'png sites/s':>12} {'store sites/s':>14} {'ratio':>6} {'req/site png':>13} {'req/site store':>15}")
@@ -135,6 +165,10 @@ def main() -> None:
               f"{r['png_requests_per_site']:>13} {r['store_requests_per_site']:>15}")
     ok = all(results[f"threads_{t}"]["ratio"] >= 3 and results[f"threads_{t}"]["store_requests_per_site"] == 1 for t in (1, 8))
     print(f"target ≥ 3x and exactly 1 request per site: {'met' if ok else 'NOT met'}")
+    if args.open_rxrx1:
+        r = results["open_sites_rxrx1"]
+        print(f"open_sites on {r['plates']} plates / {r['sites']} sites over S3: {r['requests']} requests, "
+              f"{r['seconds']} s (median of 5); target ≤ 20 requests and ≤ 1 s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

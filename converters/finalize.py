@@ -61,7 +61,10 @@ def write_index(store: zarr.abc.store.Store, table: pd.DataFrame) -> None:
         data[name] = ("sample", strings(values) if text else values.to_numpy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        xr.Dataset(coords=data).to_zarr(store, group=INDEX_GROUP, mode="w", zarr_format=3, consolidated=False)
+        whole = {name: {"chunks": (max(len(table), 1),)} for name in data}  # one read per column
+        xr.Dataset(coords=data).to_zarr(store, group=INDEX_GROUP, mode="w", zarr_format=3, consolidated=False,
+                                        encoding=whole)
+        zarr.consolidate_metadata(store, path=INDEX_GROUP)  # readers open the index without the whole tree
 
 
 def write_root(store: zarr.abc.store.Store, attrs: dict) -> None:

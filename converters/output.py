@@ -89,9 +89,12 @@ class Output:
         except ValueError:
             return None
 
-    def state(self) -> State:
-        """absent (empty), foreign (not ours: never touched), incomplete (a conversion started), complete."""
-        meta = self.root_meta()
+    def state(self, meta: dict | None = None) -> State:
+        """absent (empty), foreign (not ours: never touched), incomplete (a conversion started), complete.
+
+        `meta` is the root zarr.json when the caller has already read it.
+        """
+        meta = self.root_meta() if meta is None else meta
         if meta is None:
             return "absent" if not self.keys("") else "foreign"
         attrs = meta.get("attributes", {}) if meta.get("node_type") == "group" else {}

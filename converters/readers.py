@@ -19,11 +19,12 @@ from converters.finalize import INDEX_GROUP, LAYOUT_VERSION
 from converters.output import ROOT_ATTR, Output
 
 
-def open_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
-              storage_options: dict | None = None) -> tuple[zarr.Group, zarr.abc.store.Store]:
-    """The root group of a complete store, read-only; an unfinished or foreign store is a clear error."""
+def checked_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
+                 storage_options: dict | None = None) -> tuple[Output, dict]:
+    """The store and its root `platezarr` attributes, in one read; an unfinished or foreign store is an error."""
     output = Output.open(url, read_only=True, storage_options=storage_options)
-    state = output.state() if output.local_path is None or output.local_path.exists() else "absent"
+    meta = output.root_meta() if output.local_path is None or output.local_path.exists() else None
+    state = output.state(meta) if meta is not None or output.local_path is None else "absent"
     if state == "absent":
         raise StoreError(f"{output.location}: no Zarr store here; create one with `platezarr convert SRC {url}`")
     if state == "foreign":
@@ -33,13 +34,20 @@ def open_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
             f"{output.location}: the conversion into this store did not finish; re-run the same "
             "`platezarr convert SRC OUT ...` command to resume it"
         )
+    attrs = meta["attributes"][ROOT_ATTR]
+    if attrs.get("layout_version") != LAYOUT_VERSION:
+        raise StoreError(f"{output.location}: store layout version {attrs.get('layout_version')}; "
+                         f"this platezarr reads version {LAYOUT_VERSION}")
+    return output, attrs
+
+
+def open_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
+              storage_options: dict | None = None) -> tuple[zarr.Group, zarr.abc.store.Store]:
+    """The root group of a complete store, read-only, with the whole hierarchy from its consolidated metadata."""
+    output, _ = checked_root(url, storage_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        root = zarr.open_group(output.store, mode="r", zarr_format=3, use_consolidated=True)
-    version = root.attrs[ROOT_ATTR].get("layout_version")
-    if version != LAYOUT_VERSION:
-        raise StoreError(f"{output.location}: store layout version {version}; this platezarr reads version {LAYOUT_VERSION}")
-    return root, output.store
+        return zarr.open_group(output.store, mode="r", zarr_format=3, use_consolidated=True), output.store
 
 
 def open_plate(url: str | os.PathLike[str], experiment: str, plate: str | int,
@@ -67,27 +75,42 @@ def open_store(url: str | os.PathLike[str], storage_options: dict | None = None)
 
 def open_index(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.Dataset:
     """The one-row-per-site table of the whole store (dim `sample`), loaded in memory."""
-    return _index(*open_root(url, storage_options))
+    output, _ = checked_root(url, storage_options)
+    return read_index(output.store)
 
 
-def _index(root: zarr.Group, store: zarr.abc.store.Store) -> xr.Dataset:
-    return xr.open_zarr(store, group=INDEX_GROUP, consolidated=True, zarr_format=3, chunks=None).load()
+def read_index(store: zarr.abc.store.Store) -> xr.Dataset:
+    """The `index` group, from its own consolidated metadata: two small reads and one per column."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
+        group = zarr.open_group(store, path=INDEX_GROUP, mode="r", zarr_format=3, use_consolidated=True)
+    columns = dict(zip(*_read_all(group)))
+    return xr.Dataset(coords={name: ("sample", values) for name, values in sorted(columns.items())})
+
+
+def _read_all(group: zarr.Group) -> tuple[list[str], list[np.ndarray]]:
+    """Every array of `group`, read concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    arrays = dict(group.arrays())
+    with ThreadPoolExecutor(8) as pool:
+        return list(arrays), list(pool.map(lambda a: a[...], arrays.values()))
 
 
 class _Sites:
     """Array-like view of every site as (sample, channel, y, x), read one site at a time from its plate."""
 
-    def __init__(self, root: zarr.Group, groups: np.ndarray, wells: np.ndarray, sites: np.ndarray) -> None:
-        self.root, self.groups, self.wells, self.sites = root, groups, wells, sites
+    def __init__(self, store: zarr.abc.store.Store, attrs: dict, groups: np.ndarray, wells: np.ndarray,
+                 sites: np.ndarray) -> None:
+        self.store, self.groups, self.wells, self.sites = store, groups, wells, sites
         self._arrays: dict[str, zarr.Array] = {}
-        first = self._array(str(groups[0]))
-        self.shape = (len(groups), *first.shape[2:])
-        self.dtype = first.dtype
+        self.shape = (len(groups), len(attrs["channels"]), *attrs["image_shape"])
+        self.dtype = np.dtype(attrs["dtype"])
         self.ndim = 4
 
     def _array(self, group: str) -> zarr.Array:
         if group not in self._arrays:
-            self._arrays[group] = self.root[f"{group}/images"]
+            self._arrays[group] = zarr.open_array(self.store, path=f"{group}/images", mode="r", zarr_format=3)
         return self._arrays[group]
 
     def __getitem__(self, key: tuple) -> np.ndarray:
@@ -102,24 +125,24 @@ class _Sites:
 def open_sites(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.Dataset:
     """Every site of every plate as one lazy Dataset (dim `sample`), every metadata column a coordinate.
 
-    Built from the consolidated metadata and the `index` group alone, so opening costs the same few
-    reads however many plates the store holds.
+    Built from the root attributes and the `index` group alone, so opening costs the same few reads
+    however many plates the store holds; a plate's array metadata is read when its pixels are.
     """
-    root, store = open_root(url, storage_options)
-    index = _index(root, store)
+    output, attrs = checked_root(url, storage_options)
+    index = read_index(output.store)
     if index.sizes.get("sample", 0) == 0:
         raise StoreError(f"{url}: the store holds no sites")
-    view = _Sites(root, index["group"].values, index["well_index"].values, index["site_index"].values)
+    view = _Sites(output.store, attrs, index["group"].values, index["well_index"].values, index["site_index"].values)
     images = da.from_array(view, chunks=(1, *view.shape[1:]), asarray=False, meta=np.empty((0, 0, 0, 0), view.dtype))
     return xr.Dataset(
         {"images": (("sample", "channel", "y", "x"), images)},
-        coords=index.coords | {"channel": _channel_coord(root)},
-        attrs=root.attrs.asdict()[ROOT_ATTR],
+        coords=index.coords | {"channel": _channel_coord(attrs)},
+        attrs=attrs,
     )
 
 
-def _channel_coord(root: zarr.Group) -> xr.DataArray:
-    channels = root.attrs[ROOT_ATTR]["channels"]
+def _channel_coord(attrs: dict) -> xr.DataArray:
+    channels = attrs["channels"]
     return xr.DataArray(
         np.array([c["id"] for c in channels], dtype=object),
         dims="channel",

@@ -16,13 +16,13 @@ from typing import Any
 import google_crc32c
 import numpy as np
 import pandas as pd
+import zarr
 from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 from converters.errors import StoreError
 from converters.location import parse_location
-from converters.output import ROOT_ATTR
-from converters.readers import _index, open_root
+from converters.readers import checked_root, read_index
 from converters.shard import EMPTY
 
 
@@ -70,16 +70,15 @@ class SiteDataset:
     def __init__(self, url: str | os.PathLike[str], where: Mapping[str, Any] | str | None = None,
                  channels: Sequence[str] | None = None, storage_options: dict | None = None) -> None:
         location = parse_location(url, storage_options)
-        root, store = open_root(LocalStore(location.path, read_only=True) if location.path else location.zarr_fsspec_store())
+        output, attrs = checked_root(LocalStore(location.path, read_only=True) if location.path else location.zarr_fsspec_store())
         self.url, self.storage_options = os.fspath(url), storage_options
-        attrs = root.attrs[ROOT_ATTR]
-        table = _index(root, store).to_dataframe().reset_index(drop=True)
-        self.table = _filter(table, where)
+        self.table = _filter(read_index(output.store).to_dataframe().reset_index(drop=True), where)
         self.channels = _channel_indices(attrs["channels"], channels)
-        first = root[f"{self.table['group'].iloc[0]}/images"] if len(self.table) else None
-        self._layout = {g: _site_layout(root[f"{g}/images"]) for g in self.table["group"].unique()}
         self.dtype = np.dtype(attrs["dtype"])
-        self.shape = (len(self.channels), *attrs["image_shape"]) if first is not None else (0,)
+        self.shape = (len(self.channels), *attrs["image_shape"])
+        # Every plate's images array has the same codecs and chunks: one plate's metadata describes all.
+        first = str(self.table["group"].iloc[0]) if len(self.table) else None
+        self._layout = _site_layout(zarr.open_array(output.store, path=f"{first}/images", mode="r")) if first else {}
         self._pid: int | None = None
         self._reader: _Reader | None = None
         self._indexes: dict[str, np.ndarray] = {}
@@ -90,9 +89,9 @@ class SiteDataset:
     def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         row = self.table.iloc[i]
         group, well, site = str(row["group"]), int(row["well_index"]), int(row["site_index"])
-        key = self._layout[group]["key"].format(well=well)
-        offset, nbytes = self._shard_index(key, group)[site]
-        layout = self._layout[group]
+        layout = self._layout
+        key = f"{group}/images/" + layout["key"].format(well=well)
+        offset, nbytes = self._shard_index(key)[site]
         if offset == EMPTY:
             pixels = np.zeros(layout["chunk"], dtype=self.dtype)
         else:
@@ -107,10 +106,10 @@ class SiteDataset:
         assert self._reader is not None
         return self._reader
 
-    def _shard_index(self, key: str, group: str) -> np.ndarray:
+    def _shard_index(self, key: str) -> np.ndarray:
         reader = self._io()
         if key not in self._indexes:
-            n = self._layout[group]["sites"]
+            n = self._layout["sites"]
             index = _checked(reader.tail(key, 16 * n + 4), f"{self.url}/{key} (shard index)")
             self._indexes[key] = np.frombuffer(index, dtype="<u8").reshape(n, 2)
         return self._indexes[key]
@@ -159,7 +158,7 @@ def _site_layout(array) -> dict[str, Any]:
     if shard[0] != 1 or chunk[:2] != [1, 1] or chunk[2:] != shard[2:]:
         raise StoreError(f"{array.path}: chunks are not whole sites; read it with open_sites instead")
     key = separator.join(["c", "{well}", "0", "0", "0", "0"])
-    return {"key": f"{array.path}/{key}", "sites": shard[1], "chunk": tuple(chunk[2:]),
+    return {"key": key, "sites": shard[1], "chunk": tuple(chunk[2:]),
             "dtype": np.dtype(array.dtype).newbyteorder("<")}
 
 

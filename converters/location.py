@@ -25,18 +25,8 @@ class Location:
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def is_local(self) -> bool:
-        return self.path is not None
-
-    @property
     def read_only_scheme(self) -> bool:
         return self.url.startswith(("http://", "https://"))
-
-    def child(self, name: str) -> Location:
-        """The location of `name` inside this one."""
-        if self.path is not None:
-            return Location(str(self.path / name), self.path / name, self.options)
-        return Location(f"{self.url.rstrip('/')}/{name}", None, self.options)
 
     def object_store(self):
         """An obstore store rooted at this URL (remote locations only)."""

@@ -30,10 +30,6 @@ RECORDS = "_platezarr"
 State = Literal["absent", "foreign", "incomplete", "complete"]
 
 
-def output_path(out: str | os.PathLike[str]) -> Path:
-    return Path(os.fspath(out).removeprefix("file://")).expanduser().resolve()
-
-
 @dataclass
 class Output:
     """An output store and a name for it in messages; picklable, so workers can write to it."""

@@ -71,3 +71,38 @@ def test_an_unfinished_store_is_refused_with_a_way_out(demo, tmp_path: Path) -> 
             opener(copy)
     with pytest.raises(pz.StoreError, match="no Zarr store"):
         pz.open_sites(tmp_path / "nothing.zarr")
+
+
+def test_site_dataset_locally(demo) -> None:
+    out, metadata = demo
+    table = pd.read_csv(metadata)
+    everything = pz.SiteDataset(out)
+    assert len(everything) == len(table)
+    sites = pz.open_sites(out)
+    for i in range(len(everything)):
+        pixels, meta = everything[i]
+        j = sites["site_id"].values.tolist().index(meta["site_id"])
+        assert np.array_equal(pixels, sites["images"][j].values)
+        assert isinstance(meta["sirna_id"], int) and isinstance(meta["well_type"], str)
+    query = pz.SiteDataset(out, where="well_type == 'treatment' and site == 2", channels=["Hoechst", "w6"])
+    assert len(query) == len(table.query("well_type == 'treatment' and site == 2"))
+    assert query[0][0].shape == (2, 128, 128)
+    with pytest.raises(KeyError, match="unknown channels"):
+        pz.SiteDataset(out, channels=["w9"])
+    with pytest.raises(KeyError, match="no metadata column"):
+        pz.SiteDataset(out, where={"colour": "blue"})
+
+
+def test_site_dataset_refuses_corrupted_bytes(demo, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(demo[0], copy)
+    shard = copy / "HUVEC-01" / "Plate1" / "images" / "c.0.0.0.0.0"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF  # inside the first site's chunk
+    shard.write_bytes(bytes(data))
+    ds = pz.SiteDataset(copy, where={"well": "B02", "experiment": "HUVEC-01", "plate": 1})
+    with pytest.raises(pz.StoreError, match="checksum mismatch"):
+        for i in range(len(ds)):
+            ds[i]

@@ -80,3 +80,15 @@ def test_datatree_opens_with_xarray_alone(demo_store: Path) -> None:
     assert plate["present"].sel(well="C03", site=2, channel="w6").item() is False
     index = tree["index"].to_dataset()
     assert index.sizes["sample"] == 32
+
+
+def test_root_attributes_validate_against_the_json_schema(demo_store: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from converters.schema import schema_dir
+
+    schema = json.loads((schema_dir() / "store-attributes.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    attrs = zarr.open_group(demo_store, mode="r").attrs.asdict()["platezarr"]
+    jsonschema.validate(attrs, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(attrs | {"layout_version": 2}, schema)

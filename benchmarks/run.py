@@ -1,6 +1,7 @@
 """platezarr benchmark (issue 6): conversion speed, size, reads and memory, against a floor and a baseline.
 
-Run it from a checkout with platezarr installed (`pip install -e .`); about 5 minutes on 2 idle cores:
+Run it from a checkout with platezarr installed (`pip install -e .`); about 6 minutes on 2 idle cores
+(half of it the 10x-sites memory run), longer on a busy machine:
 
     python benchmarks/run.py                                   # 1,000 sites, 3 repetitions
     python benchmarks/run.py --sites 2000 --repeats 5 --json bench.json
@@ -13,7 +14,8 @@ symlinks) in a temporary folder into an RxRx1-layout dataset of --sites sites: 3
 outside the temporary folder.
 
 Contenders, each run in a fresh subprocess, in rotating order, --repeats times (the table shows
-medians of wall-clock time; CPU time is recorded too, as it is steadier on a shared machine):
+medians of wall-clock time, and of CPU time, which is steadier on a shared machine; a time target
+counts as met only if both ratios meet it):
 
 1. floor      read + decode every PNG with imagecodecs' fastest PNG decoder (probed), one thread per
               core, one task per well as the converter does, nothing written;
@@ -510,13 +512,15 @@ def table_rows(r: dict) -> list[tuple[str, float | None, str, bool | None, str]]
     """(figure, measured, target, passed, note) for each target of issue 6, from the raw numbers `r`."""
     t, cpu, s, reads, rss, codecs = r["medians"], r["cpu_medians"], r["sizes"], r["reads"], r["rss"], r["codecs"]
     mib = 2**20
-    convert_floor = t["platezarr"] / t["floor"]
+    # time targets are met only if the wall-clock ratio and the (steadier) CPU-time ratio both meet them
+    convert_floor, convert_floor_cpu = t["platezarr"] / t["floor"], cpu["platezarr"] / cpu["floor"]
+    base_convert, base_convert_cpu = t["baseline"] / t["platezarr"], cpu["baseline"] / cpu["platezarr"]
     rows = [
-        ("convert time / floor time", convert_floor, "<= 1.5", convert_floor <= 1.5,
-         f"CPU time {cpu['platezarr'] / cpu['floor']:.2f}; write stage alone {t['platezarr_write'] / t['floor']:.2f}; "
+        ("convert time / floor time", convert_floor, "<= 1.5", max(convert_floor, convert_floor_cpu) <= 1.5,
+         f"CPU time {convert_floor_cpu:.2f}; write stage alone {t['platezarr_write'] / t['floor']:.2f}; "
          f"decode + zstd-3 alone {codecs['zstd3']['bound']:.2f}"),
-        ("baseline time / convert time", t["baseline"] / t["platezarr"], ">= 3", t["baseline"] / t["platezarr"] >= 3,
-         f"CPU time {cpu['baseline'] / cpu['platezarr']:.2f}; baseline decodes with {r['baseline_decoder']}"),
+        ("baseline time / convert time", base_convert, ">= 3", min(base_convert, base_convert_cpu) >= 3,
+         f"CPU time {base_convert_cpu:.2f}; baseline decodes with {r['baseline_decoder']}"),
         ("convert bytes / baseline bytes", s["platezarr_bytes"] / s["baseline_bytes"], "<= 0.7",
          s["platezarr_bytes"] / s["baseline_bytes"] <= 0.7, "whole stores"),
         ("files per site", s["platezarr_shard_files_per_site"], "<= 0.5", s["platezarr_shard_files_per_site"] <= 0.5,
@@ -554,8 +558,11 @@ def format_table(r: dict) -> str:
     lines = [
         f"platezarr benchmark: {n} sites ({n * r['channels']} PNGs, {r['sizes']['png_bytes'] / 2**20:.0f} MiB), "
         f"{r['args']['workers']} workers on {m['cpus']} CPUs ({m['cpu_model']}), medians of {r['args']['repeats']}",
-        f"wall: floor {t['floor']:.2f} s ({r['decoder']}), platezarr {t['platezarr']:.2f} s "
-        f"(write stage {t['platezarr_write']:.2f} s, {n / t['platezarr']:.0f} sites/s), baseline {t['baseline']:.2f} s",
+        f"floor decodes with {r['decoder']}; platezarr {n / t['platezarr']:.0f} sites/s, write stage "
+        f"{t['platezarr_write']:.2f} s of {t['platezarr']:.2f} s",
+        "median wall s / CPU s (cores busy): " + ", ".join(
+            f"{name} {t[name]:.2f} / {r['cpu_medians'][name]:.2f} ({r['cpu_medians'][name] / t[name]:.2f})"
+            for name in r["cpu_medians"]),
         f"GIL probe, speed-up over 1 thread: decode+zstd3 threads {g['decode+zstd3 serial'] / g['decode+zstd3 threads']:.2f}x, "
         f"processes {g['decode+zstd3 serial'] / g['decode+zstd3 processes']:.2f}x; decode threads "
         f"{g['decode serial'] / g['decode threads']:.2f}x, processes {g['decode serial'] / g['decode processes']:.2f}x",

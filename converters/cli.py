@@ -75,6 +75,9 @@ GAPS = (
     ("images_without_metadata", "sites with images but no metadata row"),
     ("metadata_without_images", "metadata rows (sites) with no images"),
     ("ignored_files", "files ignored (names match no pattern)"),
+    ("embeddings_without_sites", "embeddings rows with no site (or well) in the store"),
+    ("sites_without_embeddings", "sites with no embeddings row"),
+    ("wells_without_embeddings", "wells with no embeddings row"),
 )
 
 
@@ -111,6 +114,7 @@ def main(verbose: bool) -> None:
 @click.argument("out")
 @click.option("--dataset", type=click.Choice(dataset_names()), help="Dataset schema; detected from SRC if omitted.")
 @click.option("--metadata", help="Metadata table (CSV), or for RxRx1 the folder of competition tables.")
+@click.option("--embeddings", help="Recursion's embeddings: a CSV or parquet table, or a folder of them (RxRx3).")
 @click.option("--experiment", help="Experiment group for sources whose paths do not name it (CPJUMP1: the batch).")
 @click.option("--plate", help="Plate group for Phenix images without an Index.idx.xml (CPJUMP1: the barcode).")
 @STORAGE_OPTIONS
@@ -122,7 +126,7 @@ def main(verbose: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan (counts, gaps, estimated bytes) and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or plan) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def convert_command(src: str, out: str, dataset: str | None, metadata: str | None,
+def convert_command(src: str, out: str, dataset: str | None, metadata: str | None, embeddings: str | None,
                     experiment: str | None, plate: str | None, storage_options: dict | None, workers: int | None,
                     scheduler: str | None, overwrite: bool, on_error: str, dry_run: bool, as_json: bool,
                     no_progress: bool) -> None:
@@ -132,10 +136,10 @@ def convert_command(src: str, out: str, dataset: str | None, metadata: str | Non
     bar = ProgressBar(not no_progress and not as_json)
     try:
         if dry_run:
-            plan = plan_only(src, dataset, metadata,
+            plan = plan_only(src, dataset, metadata, embeddings=embeddings,
                              experiment=experiment, plate=plate, progress=bar, storage_options=storage_options)
         else:
-            summary = convert(src, out, dataset, metadata,
+            summary = convert(src, out, dataset, metadata, embeddings=embeddings,
                               experiment=experiment, plate=plate, workers=workers, scheduler=scheduler,
                               storage_options=storage_options,
                               overwrite=overwrite, on_error=on_error, progress=bar)
@@ -165,7 +169,7 @@ def format_plan(plan: dict) -> str:
 def _gaps(report: dict) -> list[str]:
     lines = []
     for key, label in GAPS:
-        if report[key]["count"]:
+        if report.get(key, {"count": 0})["count"]:
             lines.append(f"{label}: {report[key]['count']}, e.g. " + "; ".join(report[key]["examples"]))
     return lines
 

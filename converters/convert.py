@@ -14,20 +14,23 @@ from zarr.abc.store import Store
 
 from converters.decode import probe_dtype
 from converters.detect import detect_dataset
+from converters.embeddings import read_embeddings
 from converters.execute import run_tasks
 from converters.finalize import LAYOUT_VERSION, index_table, write_index, write_present, write_root
 from converters.layouts import SCANNERS
+from converters.layouts.files import SourceIndex
 from converters.metadata import read_metadata
 from converters.errors import StoreError
 from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, storage_errors
 from converters.records import TEMPLATE_KEY, differences, finished_wells, plan_identity
-from converters.plan import Plan, make_plan
+from converters.plan import EXAMPLES, Plan, make_plan, task_wells
 from converters.schema import DatasetSchema, load_schema
 from converters.location import local_copy
 from converters.source import Source, open_source
+from converters.tasks import run_task
 from converters.template import plate_dataset, write_template
 from converters.version import __version__
-from converters.write import WellJob, WellResult, write_and_record
+from converters.write import WellJob, WellResult
 
 log = logging.getLogger("platezarr")
 
@@ -70,6 +73,7 @@ class Summary:
             "images_without_metadata": p["images_without_metadata"],
             "metadata_without_images": p["metadata_without_images"],
             "ignored_files": p["ignored_files"],
+            **{k: v for k, v in p.items() if k.startswith("embeddings") or k.endswith("_without_embeddings")},
             "bytes_in": p["source_bytes"],
             "bytes_out": self.bytes_out,
             "ratio": round(self.bytes_out / p["source_bytes"], 4) if p["source_bytes"] else None,
@@ -84,8 +88,9 @@ def _noop(_: Progress) -> None:
 
 def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None, metadata: str | os.PathLike[str] | None = None,
                progress: ProgressCallback = _noop, storage_options: dict | None = None,
-               *, experiment: str | None = None, plate: str | None = None) -> tuple[Plan, Source]:
-    """Scan the source and the metadata and plan the store; reads one image header, no pixels."""
+               *, experiment: str | None = None, plate: str | None = None,
+               embeddings: str | os.PathLike[str] | None = None) -> tuple[Plan, Source]:
+    """Scan the source, the metadata and the embeddings and plan the store; reads one image header, no pixels."""
     source = open_source(src, storage_options)
     listing = list(source.walk())
     progress(Progress("scan", len(listing), len(listing), "files"))
@@ -94,20 +99,29 @@ def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None 
     else:
         schema = load_schema(dataset) if dataset else detect_dataset(source, listing)
     log.info("dataset %s (%s)", schema.name, "given" if dataset else "detected")
-    index = SCANNERS[schema.layout](source, listing, schema, experiment=experiment, plate=plate)
     table = None
     if metadata is not None:
         table = read_metadata(local_copy(metadata, storage_options), schema)
         table.location = os.fspath(metadata) if "://" in os.fspath(metadata) else table.location
-    dtype = _store_dtype(source, schema, index.images["path"].tolist())
-    return make_plan(schema, index, source.url, table, dtype, detected=dataset is None), source
+    index = SCANNERS[schema.layout](source, listing, schema, experiment=experiment, plate=plate, metadata=table)
+    vectors = None
+    if embeddings is not None:
+        shown = os.fspath(embeddings) if "://" in os.fspath(embeddings) else None
+        vectors = read_embeddings(local_copy(embeddings, storage_options), schema, shown)
+    dtype = _store_dtype(source, schema, index)
+    return make_plan(schema, index, source.url, table, dtype, detected=dataset is None, embeddings=vectors), source
 
 
-def _store_dtype(source: Source, schema: DatasetSchema, paths: list[str]) -> np.dtype:
+def _store_dtype(source: Source, schema: DatasetSchema, index: SourceIndex) -> np.dtype:
     """The schema's dtype, unless the images are deeper: a 16-bit release is stored as uint16, never cut."""
-    if not paths:
+    if index.dtype is not None:
+        probed = index.dtype
+    elif len(index.images):
+        first = index.images["path"].iloc[0]
+        probed = probe_dtype(source.read(first), source.path(first))
+    else:
         return schema.dtype
-    return max(schema.dtype, probe_dtype(source.read(paths[0]), source.path(paths[0])), key=lambda d: d.itemsize)
+    return max(schema.dtype, probed, key=lambda d: d.itemsize)
 
 
 def convert(
@@ -124,17 +138,20 @@ def convert(
     storage_options: dict | None = None,
     experiment: str | None = None,
     plate: str | None = None,
+    embeddings: str | os.PathLike[str] | None = None,
 ) -> Summary:
     """Convert the dataset at `src` into a platezarr store at `out`, resuming an interrupted run there.
 
     `workers` parallel wells locally, or every worker of the dask.distributed cluster at `scheduler`;
     `on_error="skip"` records bad images (present=False) instead of stopping at the first one;
-    `storage_options` reach buckets (e.g. {"endpoint": URL} or {"skip_signature": True}).
+    `storage_options` reach buckets (e.g. {"endpoint": URL} or {"skip_signature": True});
+    `embeddings` is Recursion's embeddings table (or folder of tables), attached to each plate.
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
     started = time.perf_counter()
-    plan, source = build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate)
+    plan, source = build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate,
+                              embeddings=embeddings)
     output = Output.open(out, storage_options=storage_options)
     check_output(output, source.url)
     identity = plan_identity(plan)
@@ -142,13 +159,14 @@ def convert(
         finished = prepare(output, plan, identity, overwrite)
     job = WellJob(source, output, _well_shape(plan), plan.dtype.str, on_error)
     results = dict(finished)
-    tasks = [t for p in plan.plates for t in p.tasks if (t.group, t.well_index) not in finished]
+    tasks = plan.work(finished)
     total = plan.n_sites
-    done = total - len(tasks) * len(plan.schema.sites)
+    done = total - sum(len(task_wells(t)) for t in tasks) * len(plan.schema.sites)
     progress(Progress("write", done, total))
-    for result in run_tasks(write_and_record, job, tasks, workers or os.cpu_count() or 1, scheduler):
-        results[(result.group, result.well_index)] = result
-        done += len(plan.schema.sites)
+    for written in run_tasks(run_task, job, tasks, workers or os.cpu_count() or 1, scheduler):
+        for result in written:
+            results[(result.group, result.well_index)] = result
+        done += len(written) * len(plan.schema.sites)
         progress(Progress("write", done, total))
     progress(Progress("finalize", 0, 1, "steps"))
     with storage_errors(output):
@@ -160,9 +178,11 @@ def convert(
 def plan_only(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None,
               metadata: str | os.PathLike[str] | None = None, progress: ProgressCallback = _noop,
               storage_options: dict | None = None,
-              *, experiment: str | None = None, plate: str | None = None) -> dict:
+              *, experiment: str | None = None, plate: str | None = None,
+              embeddings: str | os.PathLike[str] | None = None) -> dict:
     """The plan as plain data (what `--dry-run` prints); reads no pixels and writes nothing."""
-    return build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate)[0].describe()
+    return build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate,
+                      embeddings=embeddings)[0].describe()
 
 
 def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict[tuple[str, int], WellResult]:
@@ -204,7 +224,8 @@ def finalize(output: Output, plan: Plan, results: dict[tuple[str, int], WellResu
         write_present(output.store, group, mask)
     table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, present)
     write_index(output.store, table)
-    write_root(output.store, root_attrs(plan, len(table), _skipped(results)) | {"plan": plan_identity(plan)})
+    attrs = root_attrs(plan, _reported(plan, results), len(table), _skipped(results))
+    write_root(output.store, attrs | {"plan": plan_identity(plan)})
     output.delete(RECORDS)
 
 
@@ -220,12 +241,22 @@ def _skipped(results: dict[tuple[str, int], WellResult]) -> list[dict[str, str]]
 def _summary(output: Output, plan: Plan, results: dict, resumed: int, seconds: float) -> Summary:
     skipped = _skipped(results)
     extra = {"resumed_wells": resumed, "skipped_images": {"count": len(skipped), "files": skipped}}
-    return Summary(output.location, plan.describe(), seconds, output.nbytes(), extra)
+    return Summary(output.location, _reported(plan, results), seconds, output.nbytes(), extra)
 
 
-def root_attrs(plan: Plan, n_index: int, skipped: list[dict[str, str]]) -> dict:
+def _reported(plan: Plan, results: dict[tuple[str, int], WellResult]) -> dict:
+    """The plan as data, with the images found missing only while writing (tars planned from metadata) counted in."""
+    data = plan.describe()
+    found = [name for key in sorted(results) for name in results[key].missing]
+    if found:
+        planned = data["missing_images"]
+        data["missing_images"] = {"count": planned["count"] + len(found), "examples": (planned["examples"] + found)[:EXAMPLES]}
+        data["images"] -= len(found)
+    return data
+
+
+def root_attrs(plan: Plan, described: dict, n_index: int, skipped: list[dict[str, str]]) -> dict:
     """The root `platezarr` attribute (SPEC.md, store layout v1); its presence marks the store complete."""
-    described = plan.describe()
     return {
         "layout_version": LAYOUT_VERSION,
         "dataset": plan.schema.name,
@@ -243,6 +274,7 @@ def root_attrs(plan: Plan, n_index: int, skipped: list[dict[str, str]]) -> dict:
         "counts": {k: described[k] for k in ("experiments", "plates", "wells", "sites", "images")} | {"index_rows": n_index},
         "missing_images": described["missing_images"],
         "skipped_images": {"count": len(skipped), "examples": skipped[:5]},
+        "embeddings": _embeddings_attrs(described),
         "source": {
             "url": plan.source,
             "layout": plan.schema.layout,
@@ -252,6 +284,14 @@ def root_attrs(plan: Plan, n_index: int, skipped: list[dict[str, str]]) -> dict:
             **plan.source_details,
         },
     }
+
+
+def _embeddings_attrs(described: dict) -> dict | None:
+    """Where the embeddings came from, and their rows with no site in the store and sites with no row."""
+    if described["embeddings"] is None:
+        return None
+    gaps = {k: v for k, v in described.items() if k == "embeddings_without_sites" or k.endswith("_without_embeddings")}
+    return described["embeddings"] | gaps
 
 
 def _now() -> str:

@@ -1,4 +1,6 @@
-"""Plan the store: join the scanned images with the metadata into plates, wells and one task per well.
+"""Plan the store: join the scanned images with the metadata into plates, wells and their tasks.
+
+A task is one well (`WellTask`), or for sources that pack a plate into one tar, that tar (`TarTask`).
 
 The plan is plain data: it can be printed (`--dry-run`), compared with an existing store, and handed
 to workers. Nothing here reads pixels or writes anything.
@@ -7,13 +9,16 @@ to workers. Nothing here reads pixels or writes anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from converters.embeddings import EmbeddingsTable
 from converters.errors import MetadataError, SourceError
 from converters.layouts.files import SourceIndex
+from converters.layouts.tars import TAR_COLUMN, MemberNames
 from converters.metadata import ORIGIN, MetadataTable
 from converters.schema import Column, DatasetSchema
 from converters.wells import well_order
@@ -46,12 +51,29 @@ class WellTask:
     group: str
     well_index: int
     well: str
-    files: tuple[tuple[int, int, str], ...]  # (site index, channel index, source path)
+    files: tuple[tuple[int, int, str], ...]  # (site index, channel index, source path, or member name in a tar)
+
+
+@dataclass(frozen=True)
+class TarTask:
+    """One unit of work of a plate packed in a tar: stream the tar once, writing each of `wells` exactly once."""
+
+    group: str
+    tar: str  # the tar's path in the source
+    wells: tuple[WellTask, ...]  # the plate's wells still to write; their files are member names
+    names: MemberNames
+    plate_wells: frozenset[str]  # every well of the plate group, written or not
+
+
+def task_wells(task: WellTask | TarTask) -> tuple[WellTask, ...]:
+    """The wells a task writes: itself, or the wells of a tar."""
+    return task.wells if isinstance(task, TarTask) else (task,)
 
 
 @dataclass
 class PlatePlan:
-    """One plate group: its wells in plate order and the metadata rows that become its coordinates."""
+    """One plate group: its wells in plate order, the metadata rows that become its coordinates, and
+    the tasks of its wells (with the tar that holds them, for the tars layout)."""
 
     experiment: str
     plate: int | str
@@ -59,6 +81,7 @@ class PlatePlan:
     wells: list[str]
     metadata: pd.DataFrame
     tasks: list[WellTask]
+    tar: str | None = None
 
     @property
     def n_images(self) -> int:
@@ -75,6 +98,21 @@ class Report:
     @classmethod
     def of(cls, items: list[str]) -> Report:
         return cls(len(items), items[:EXAMPLES])
+
+
+@dataclass
+class EmbeddingsPlan:
+    """An embeddings table and how it meets the store: its rows with no site there, the sites with no row."""
+
+    table: EmbeddingsTable
+    rows_without_sites: Report
+    sites_without_rows: Report
+
+    def for_plate(self, plate: PlatePlan, sites: tuple[int, ...]) -> np.ndarray:
+        return self.table.for_plate(plate.experiment, plate.plate, plate.wells, sites)
+
+    def describe(self) -> dict:
+        return {"location": self.table.location, "level": self.table.level, "features": len(self.table.features)}
 
 
 @dataclass
@@ -96,10 +134,23 @@ class Plan:
     ignored_files: Report
     source_attrs: dict = field(default_factory=dict)
     dataset_detected: bool = False
+    embeddings: EmbeddingsPlan | None = None
 
     @property
     def n_wells(self) -> int:
         return sum(len(p.wells) for p in self.plates)
+
+    def work(self, finished: Container[tuple[str, int]]) -> list[WellTask | TarTask]:
+        """The tasks left once the `finished` (group, well index) are kept: one per well, or one per plate
+        tar holding its unfinished wells (a tar whose wells are all finished is not read again)."""
+        tasks: list[WellTask | TarTask] = []
+        for plate in self.plates:
+            todo = [t for t in plate.tasks if (t.group, t.well_index) not in finished]
+            if plate.tar is None:
+                tasks += todo
+            elif todo:
+                tasks.append(TarTask(plate.group, plate.tar, tuple(todo), MemberNames.of(self.schema), frozenset(plate.wells)))
+        return tasks
 
     @property
     def n_sites(self) -> int:
@@ -158,7 +209,15 @@ class Plan:
             "images_without_metadata": asdict(self.images_without_rows),
             "metadata_without_images": asdict(self.rows_without_images),
             "ignored_files": asdict(self.ignored_files),
-        }
+        } | self._embeddings_gaps()
+
+    def _embeddings_gaps(self) -> dict:
+        """The embeddings table (location, level, features) and its gaps, reported like missing images."""
+        if self.embeddings is None:
+            return {"embeddings": None}
+        e = self.embeddings
+        return {"embeddings": e.describe(), "embeddings_without_sites": asdict(e.rows_without_sites),
+                f"{e.table.level}s_without_embeddings": asdict(e.sites_without_rows)}
 
 
 def make_plan(
@@ -169,8 +228,9 @@ def make_plan(
     dtype: np.dtype,
     settings: StoreSettings | None = None,
     detected: bool = False,
+    embeddings: EmbeddingsTable | None = None,
 ) -> Plan:
-    """Join images and metadata into plates and well tasks, and count what is missing on either side."""
+    """Join images and metadata (and embeddings) into plates and well tasks, and count what is missing on either side."""
     images = _checked_images(index.images, schema, source)
     rows = metadata.table if metadata is not None else images[SITE_KEY].iloc[:0].assign(**{ORIGIN: ""})
     unplaced = rows.iloc[:0]
@@ -199,13 +259,35 @@ def make_plan(
         settings=settings or StoreSettings.default(schema),
         dtype=dtype,
         plates=plates,
-        source_bytes=int(images["bytes"].sum()),
+        source_bytes=int(images["bytes"].sum()) if index.bytes is None else index.bytes,
         missing_images=Report(missing_count, missing[:EXAMPLES]),
         images_without_rows=_site_report(keyed, "left_only", schema) if metadata is not None else Report(),
         rows_without_images=_site_report(keyed, "right_only", schema, unplaced),
         ignored_files=Report(index.ignored_count, index.ignored[:EXAMPLES]),
         source_attrs=index.attrs,
         dataset_detected=detected,
+        embeddings=_plan_embeddings(embeddings, plates, schema) if embeddings is not None else None,
+    )
+
+
+def _plan_embeddings(table: EmbeddingsTable, plates: list[PlatePlan], schema: DatasetSchema) -> EmbeddingsPlan:
+    """Match the table's rows with the store's sites (or wells, for a per-well table), both ways."""
+    columns = table.key_columns
+    grids = [pd.DataFrame({"experiment": p.experiment, "plate": p.plate, "well": p.wells, "group": p.group})
+             for p in plates]
+    grid = pd.concat(grids, ignore_index=True) if grids else pd.DataFrame(columns=["experiment", "plate", "well", "group"])
+    if table.level == "site":
+        grid = grid.merge(pd.DataFrame({"site": np.array(schema.sites, dtype="int64")}), how="cross")
+    keys = table.keys.assign(_row=np.arange(len(table.keys)))
+    joined = keys.merge(grid.astype({"plate": keys["plate"].dtype}), on=columns, how="outer", indicator=True)
+    rows_only = joined[joined["_merge"] == "left_only"]
+    sites_only = joined[joined["_merge"] == "right_only"]
+    names = [f"{r.group}/{r.well}" + (f" site {r.site}" if table.level == "site" else "")
+             for r in sites_only.head(EXAMPLES).itertuples(index=False)]
+    return EmbeddingsPlan(
+        table,
+        Report(len(rows_only), [str(table.ids[int(i)]) for i in rows_only["_row"].head(EXAMPLES)]),
+        Report(len(sites_only), names),
     )
 
 
@@ -256,7 +338,8 @@ def _plan_plate(
         entries = tuple(sorted(zip(files["site_index"], files["channel_index"], files["path"])))
         tasks.append(WellTask(group, position[well], str(well), tuple((int(s), int(c), p) for s, c, p in entries)))
     tasks.sort(key=lambda t: t.well_index)
-    return PlatePlan(experiment, plate, group, wells, rows.drop(columns=[ORIGIN]), tasks)
+    tar = str(images[TAR_COLUMN].iloc[0]) if TAR_COLUMN in images and len(images) else None
+    return PlatePlan(experiment, plate, group, wells, rows.drop(columns=[ORIGIN]), tasks, tar)
 
 
 def _missing(plan: PlatePlan, schema: DatasetSchema, already: int) -> list[str]:

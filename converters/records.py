@@ -16,7 +16,7 @@ from converters.plan import Plan
 from converters.write import WellResult
 
 TEMPLATE_KEY = f"{RECORDS}/template.json"
-COMPARED = ("dataset", "source", "metadata", "dtype", "image_shape", "chunks", "shards", "codec")
+COMPARED = ("dataset", "source", "metadata", "embeddings", "dtype", "image_shape", "chunks", "shards", "codec")
 
 
 def plan_identity(plan: Plan) -> dict:
@@ -26,6 +26,8 @@ def plan_identity(plan: Plan) -> dict:
     for plate in plan.plates:
         digest.update(json.dumps([plate.group, plate.wells, [t.files for t in plate.tasks]]).encode())
         digest.update(pd.util.hash_pandas_object(plate.metadata, index=False).to_numpy().tobytes())
+    if plan.embeddings is not None:
+        digest.update(plan.embeddings.table.digest().encode())
     return {key: described[key] for key in COMPARED} | {"fingerprint": digest.hexdigest()}
 
 
@@ -33,7 +35,7 @@ def differences(stored: dict, current: dict) -> list[str]:
     """Human-readable differences between the plan an output was started with and the current one."""
     changed = [f"{k}: {stored.get(k)!r} before, {current[k]!r} now" for k in COMPARED if stored.get(k) != current[k]]
     if not changed and stored.get("fingerprint") != current["fingerprint"]:
-        changed.append("the source files or the metadata rows changed")
+        changed.append("the source files, the metadata rows or the embeddings changed")
     return changed
 
 

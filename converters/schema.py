@@ -18,11 +18,14 @@ ColumnLevel = Literal["plate", "well", "site"]
 KEYS = ("experiment", "plate", "well", "site")
 REQUIRED_KEYS = ("plate", "well")
 # The named groups each source layout needs from a file's path; the phenix layout reads the
-# experiment and plate from elsewhere (the folder path, Index.idx.xml, or the command line).
+# experiment and plate from elsewhere (the folder path, Index.idx.xml, or the command line), the
+# tars layout from the tar's path (`tar_pattern`), its images' names being the tar's member names.
 PATTERN_GROUPS = {
     "files": {"experiment", "plate", "well", "site", "channel"},
     "phenix": {"row", "column", "site", "channel"},
+    "tars": {"well", "site", "channel"},
 }
+TAR_GROUPS = {"experiment", "plate"}
 
 
 def schema_dir() -> Path:
@@ -78,6 +81,7 @@ class DatasetSchema:
     url: str = ""
     format_keys: dict[str, dict[str, str]] = field(default_factory=dict)
     na_values: tuple[str, ...] = ("",)
+    tar_pattern: re.Pattern[str] | None = None  # tars layout: the path of each plate's tar in the source
 
     @property
     def channel_ids(self) -> tuple[str, ...]:
@@ -113,17 +117,17 @@ def _require(raw: dict[str, Any], key: str, where: str) -> Any:
     return raw[key]
 
 
-def parse_pattern(value: str, layout: str, where: str) -> re.Pattern[str]:
-    """Compile the path pattern and check it names every group its layout reads keys from."""
+def parse_pattern(value: str, layout: str, where: str, key: str = "path_pattern") -> re.Pattern[str]:
+    """Compile a path pattern and check it names every group its layout reads keys from."""
     if layout not in PATTERN_GROUPS:
         raise SchemaError(f"{where}: layout must be one of {sorted(PATTERN_GROUPS)}, found {layout!r}")
     try:
         pattern = re.compile(value)
     except re.error as exc:
-        raise SchemaError(f"{where}: path_pattern is not a valid regular expression: {exc}") from None
-    missing = PATTERN_GROUPS[layout] - set(pattern.groupindex)
+        raise SchemaError(f"{where}: {key} is not a valid regular expression: {exc}") from None
+    missing = (TAR_GROUPS if key == "tar_pattern" else PATTERN_GROUPS[layout]) - set(pattern.groupindex)
     if missing:
-        raise SchemaError(f"{where}: path_pattern lacks the named groups {sorted(missing)}")
+        raise SchemaError(f"{where}: {key} lacks the named groups {sorted(missing)}")
     return pattern
 
 
@@ -192,6 +196,8 @@ def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
         url=raw.get("url", ""),
         format_keys=format_keys,
         na_values=tuple(raw.get("na_values", [""])),
+        tar_pattern=parse_pattern(_require(raw, "tar_pattern", where), layout, where, "tar_pattern")
+        if layout == "tars" else None,
     )
 
 

@@ -10,6 +10,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from converters.embeddings import write_embeddings
 from converters.errors import MetadataError
 from converters.plan import Plan, PlatePlan
 from converters.schema import Column
@@ -134,4 +135,6 @@ def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> dic
             warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
             datasets[plate.group].to_zarr(store, group=plate.group, mode="w", zarr_format=3, consolidated=False)
         create_images(zarr.open_group(store, path=plate.group, mode="r+"), plan, len(plate.wells))
+        if plan.embeddings is not None:
+            write_embeddings(store, plate.group, plan.embeddings.for_plate(plate, plan.schema.sites), plan.embeddings.table)
     return datasets

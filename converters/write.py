@@ -40,15 +40,18 @@ class WellResult:
     present: np.ndarray  # (sites, channels) bool
     bytes_read: int
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of bad images left out with on_error="skip"
+    missing: tuple[str, ...] = ()  # planned images found absent only while writing (tars planned from metadata)
 
     def record(self) -> dict:
         """The completion record of this well, as JSON-able data."""
-        return {"present": self.present.tolist(), "bytes_read": self.bytes_read, "skipped": [list(s) for s in self.skipped]}
+        return {"present": self.present.tolist(), "bytes_read": self.bytes_read,
+                "skipped": [list(s) for s in self.skipped], "missing": list(self.missing)}
 
     @classmethod
     def from_record(cls, group: str, well_index: int, record: dict) -> WellResult:
         skipped = tuple((str(f), str(r)) for f, r in record["skipped"])
-        return cls(group, well_index, np.array(record["present"], dtype=bool), int(record["bytes_read"]), skipped)
+        return cls(group, well_index, np.array(record["present"], dtype=bool), int(record["bytes_read"]), skipped,
+                   tuple(map(str, record.get("missing", ()))))
 
 
 _ARRAYS: dict[tuple[str, str], zarr.Array] = {}

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from converters.layouts.files import scan_files
 from converters.layouts.phenix import scan_phenix
+from converters.layouts.tars import scan_tars
 
-SCANNERS = {"files": scan_files, "phenix": scan_phenix}
+SCANNERS = {"files": scan_files, "phenix": scan_phenix, "tars": scan_tars}

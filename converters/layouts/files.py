@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from converters.errors import SourceError
+from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
 from converters.source import LocalSource
 from converters.wells import normalize_well
@@ -17,12 +19,18 @@ IMAGE_COLUMNS = ["experiment", "plate", "well", "site", "channel", "path", "byte
 @dataclass
 class SourceIndex:
     """The images found under a source: one row per file, the names that matched no pattern, and
-    what the source itself says about the acquisition (e.g. a microscope's index files) as `attrs`."""
+    what the source itself says about the acquisition (e.g. a microscope's index files) as `attrs`.
+
+    Layouts whose images are not files (tars) also give the source's size in `bytes`, and the images'
+    pixel type as `dtype` (probed from one image inside, or the schema's when none could be sampled).
+    """
 
     images: pd.DataFrame
     ignored: list[str] = field(default_factory=list)
     ignored_count: int = 0
     attrs: dict = field(default_factory=dict)
+    bytes: int | None = None
+    dtype: np.dtype | None = None
 
 
 def scan_files(
@@ -32,9 +40,13 @@ def scan_files(
     *,
     experiment: str | None = None,
     plate: str | None = None,
+    metadata: MetadataTable | None = None,
     examples: int = 5,
 ) -> SourceIndex:
-    """Keep the files of `listing` (relative path, size) whose path matches the schema's pattern."""
+    """Keep the files of `listing` (relative path, size) whose path matches the schema's pattern.
+
+    `metadata` is not needed here: the file names list every image.
+    """
     if experiment is not None or plate is not None:
         raise SourceError(
             f"{schema.title} file paths name the experiment and plate of every image; "

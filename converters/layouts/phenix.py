@@ -15,6 +15,7 @@ import pandas as pd
 from converters.errors import SourceError
 from converters.layouts.files import IMAGE_COLUMNS, SourceIndex, check_unique
 from converters.layouts.phenix_index import INDEX_FILE, Measurement, read_index
+from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
 from converters.source import LocalSource
 from converters.wells import well_name
@@ -32,9 +33,13 @@ def scan_phenix(
     *,
     experiment: str | None = None,
     plate: str | None = None,
+    metadata: MetadataTable | None = None,
     examples: int = 5,
 ) -> SourceIndex:
-    """Keep the files whose name matches the schema's pattern; name each folder's plate and experiment."""
+    """Keep the files whose name matches the schema's pattern; name each folder's plate and experiment.
+
+    `metadata` is not needed here: the file names list every image.
+    """
     folders: dict[str, list[tuple[str, dict[str, str], int]]] = {}
     indexes: dict[str, str] = {}
     ignored: list[str] = []

@@ -7,6 +7,7 @@ Run it from a checkout with platezarr installed (`pip install -e .`); about 6 mi
     python benchmarks/run.py --sites 2000 --repeats 5 --json bench.json
     python benchmarks/run.py --source DIR                      # any folder of RxRx-layout PNGs
     python benchmarks/run.py --rss-scale 0                     # skip the 10x-sites memory run
+    python benchmarks/run.py --with-zarr-path                  # also time the zarr-python write path
 
 Input: the real RxRx1 PNGs of ../shared/data/rxrx1 (or --source) are replicated as hard links (or
 symlinks) in a temporary folder into an RxRx1-layout dataset of --sites sites: 308 wells per plate,
@@ -26,12 +27,14 @@ counts as met only if both ratios meet it):
               (512, 512, 6) `<u2` array in one chunk, Blosc zstd-3 with bitshuffle, mapped over the
               sites with a dask bag (its default process scheduler, one process per core). It decodes
               with the floor's decoder (--baseline-decoder imageio: as rxrx1-utils does, through
-              skimage/imageio), so by default the comparison is about the packing alone.
+              skimage/imageio), so by default the comparison is about the packing alone;
+4. zarr_path  (with --with-zarr-path) platezarr with converters/shard.py switched off: every shard
+              written by zarr-python's `array[well] = block`, as before the direct shard writer.
 
 And once: a GIL probe (decode + zstd-3 encode of 200 sites on 1 thread, on threads, on processes),
 random whole-site reads (6 PNGs; the platezarr store through converters.SiteDataset and through
 plain zarr; the baseline store), output bytes, files and directories per site,
-the cost and size of every zstd level and of HTJ2K lossless (the compact candidate) on a sample,
+the cost and size of zstd levels 1-3 and of HTJ2K lossless (the compact candidate) on a sample,
 peak RSS of the conversion subprocess (VmHWM, and per stage) for --sites and for --rss-scale
 times as many sites, and last a pixel-exact check of a sample of sites in both stores (exit 1 if any
 pixel differs). Compare ratios within one run, never absolute times across runs or machines.

@@ -205,6 +205,7 @@ def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict
                 "pass --overwrite to start over, or choose another output"
             )
         if output.read_json(TEMPLATE_KEY) is not None:
+            output.delete_partials()
             finished = finished_wells(output)
             log.info("resuming %s: %d wells already written", output.location, len(finished))
             return finished

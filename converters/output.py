@@ -104,6 +104,12 @@ class Output:
         """Delete the whole store (only ever called on a store platezarr wrote)."""
         self.delete("")
 
+    def delete_partials(self) -> None:
+        """Remove the `.partial` files a killed run left mid-write (local stores write shards that way)."""
+        if self.local_path is not None:
+            for partial in self.local_path.rglob("*.partial"):
+                partial.unlink(missing_ok=True)
+
     def delete(self, prefix: str) -> None:
         """Delete every key under `prefix` ("" for all)."""
         if self.local_path is not None:

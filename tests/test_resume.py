@@ -137,6 +137,7 @@ def test_sigkill_then_resume(source, tmp_path: Path, point: str) -> None:
         assert (stat.st_ino, stat.st_mtime_ns) == stamp, shard
     check_store(out, written, root)
     assert not (out / "_platezarr").exists()
+    assert not list(out.rglob("*.partial")), "a shard write cut by the kill left its partial file"
 
 
 def test_a_different_plan_is_refused_and_overwrite_starts_over(source, tmp_path: Path) -> None:

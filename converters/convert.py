@@ -187,7 +187,8 @@ def plan_only(src: str | os.PathLike[str], dataset: str | DatasetSchema | None =
 
 def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict[tuple[str, int], WellResult]:
     """Make the output ready: a fresh template, or the wells an interrupted run of the same plan finished."""
-    state = output.state()
+    meta = output.root_meta()
+    state = output.classify(meta)
     if state == "foreign":
         raise StoreError(f"{output.location} exists and is not a platezarr store; it is left untouched: choose another output")
     if state != "absent" and overwrite:
@@ -196,7 +197,7 @@ def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict
     if state == "complete":
         raise StoreError(f"{output.location} already holds a complete platezarr store; pass --overwrite to replace it")
     if state != "absent":
-        attrs = (output.root_meta() or {}).get("attributes", {})
+        attrs = (meta or {}).get("attributes", {})
         stored = attrs.get(MARKER_ATTR, attrs.get(ROOT_ATTR, {})).get("plan", {})
         changed = differences(stored, identity)
         if changed:
@@ -211,8 +212,8 @@ def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict
             return finished
         output.clear()
     marker = {"plan": identity, "started": _now(), "converter_version": __version__}
-    plates = write_template(plan, output.store, marker)
-    output.write_json(TEMPLATE_KEY, {"plates": len(plates)})
+    write_template(plan, output.store, marker)
+    output.write_json(TEMPLATE_KEY, {"plates": len(plan.plates)})
     return {}
 
 

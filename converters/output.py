@@ -85,12 +85,12 @@ class Output:
         except ValueError:
             return None
 
-    def state(self, meta: dict | None = None) -> State:
-        """absent (empty), foreign (not ours: never touched), incomplete (a conversion started), complete.
+    def state(self) -> State:
+        """absent (empty), foreign (not ours: never touched), incomplete (a conversion started), complete."""
+        return self.classify(self.root_meta())
 
-        `meta` is the root zarr.json when the caller has already read it.
-        """
-        meta = self.root_meta() if meta is None else meta
+    def classify(self, meta: dict | None) -> State:
+        """The state of this store given its root zarr.json as already read (None: there is none)."""
         if meta is None:
             return "absent" if not self.keys("") else "foreign"
         attrs = meta.get("attributes", {}) if meta.get("node_type") == "group" else {}

@@ -23,8 +23,9 @@ def checked_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
                  storage_options: dict | None = None) -> tuple[Output, dict]:
     """The store and its root `platezarr` attributes, in one read; an unfinished or foreign store is an error."""
     output = Output.open(url, read_only=True, storage_options=storage_options)
-    meta = output.root_meta() if output.local_path is None or output.local_path.exists() else None
-    state = output.state(meta) if meta is not None or output.local_path is None else "absent"
+    missing = output.local_path is not None and not output.local_path.exists()
+    meta = None if missing else output.root_meta()
+    state = "absent" if missing else output.classify(meta)
     if state == "absent":
         raise StoreError(f"{output.location}: no Zarr store here; create one with `platezarr convert SRC {url}`")
     if state == "foreign":

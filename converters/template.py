@@ -12,6 +12,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from converters.embeddings import write_embeddings
 from converters.errors import MetadataError
+from converters.output import MARKER_ATTR
 from converters.plan import Plan, PlatePlan
 from converters.schema import Column
 from converters.wells import split_well
@@ -120,21 +121,15 @@ def create_images(group: zarr.Group, plan: Plan, n_wells: int) -> None:
     )
 
 
-def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> dict[str, xr.Dataset]:
-    """Create every group, coordinate and empty array; the root carries only an in-progress marker.
-
-    Returns each plate's coordinates (in memory), from which the store's index is built.
-    """
-    root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"platezarr_conversion": marker})
+def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> None:
+    """Create every group, coordinate and empty array; the root carries only an in-progress marker."""
+    root = zarr.open_group(store, mode="w", zarr_format=3, attributes={MARKER_ATTR: marker})
     for experiment in sorted({p.experiment for p in plan.plates}):
         root.create_group(experiment)
-    datasets = {}
     for plate in plan.plates:
-        datasets[plate.group] = plate_dataset(plan, plate)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-            datasets[plate.group].to_zarr(store, group=plate.group, mode="w", zarr_format=3, consolidated=False)
+            plate_dataset(plan, plate).to_zarr(store, group=plate.group, mode="w", zarr_format=3, consolidated=False)
         create_images(zarr.open_group(store, path=plate.group, mode="r+"), plan, len(plate.wells))
         if plan.embeddings is not None:
             write_embeddings(store, plate.group, plan.embeddings.for_plate(plate, plan.schema.sites), plan.embeddings.table)
-    return datasets

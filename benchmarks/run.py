@@ -22,12 +22,13 @@ counts as met only if both ratios meet it):
               core, one task per well as the converter does, nothing written;
 2. platezarr  `converters.convert(SRC, OUT)` with default settings (zstd-3 + crc32c, a shard per
               well), timed around the whole call: scan, plan, template, write, finalize;
+   compact    the same with `compression="compact"` (JPEG-LS lossless, converters/jpegls.py);
 3. baseline   Recursion's rxrx1-utils packer (rxrx/preprocess/images2zarr.py) reimplemented: one zarr
               v2 store per site `{dataset}/{experiment}/Plate{plate}/{well}_s{site}.zarr` holding a
               (512, 512, 6) `<u2` array in one chunk, Blosc zstd-3 with bitshuffle, mapped over the
               sites with a dask bag (its default process scheduler, one process per core). It decodes
-              with the floor's decoder (--baseline-decoder imageio: as rxrx1-utils does, through
-              skimage/imageio), so by default the comparison is about the packing alone;
+              as rxrx1-utils does (`skimage.io.imread(f, format="png")`: imageio with Pillow); once,
+              as `baseline_packing`, it decodes with the floor's decoder, to show the packing alone;
 4. zarr_path  (with --with-zarr-path) platezarr with converters/shard.py switched off: every shard
               written by zarr-python's `array[well] = block`, as before the direct shard writer.
 
@@ -36,7 +37,7 @@ random whole-site reads (6 PNGs; the platezarr store through converters.SiteData
 plain zarr; the baseline store), output bytes, files and directories per site,
 the cost and size of zstd levels 1-3 and of HTJ2K lossless (the compact candidate) on a sample,
 peak RSS of the conversion subprocess (VmHWM, and per stage) for --sites and for --rss-scale
-times as many sites, and last a pixel-exact check of a sample of sites in both stores (exit 1 if any
+times as many sites, and last a pixel-exact check of a sample of sites in all stores (exit 1 if any
 pixel differs). Compare ratios within one run, never absolute times across runs or machines.
 """
 
@@ -70,7 +71,8 @@ DEFAULT_SOURCE = Path(os.environ.get("PLATEZARR_SHARED_DATA", REPO.parent / "sha
 PNG_NAME = re.compile(r"(?P<well>[A-Z]+\d+)_s(?P<site>\d+)_w(?P<channel>\d+)\.png$")
 WELLS = [f"{r}{c:02d}" for r in "BCDEFGHIJKLMNO" for c in range(2, 24)]  # RxRx1's 308 wells per plate
 SITES_PER_WELL, PLATES_PER_EXPERIMENT = 2, 4
-CONTENDERS = ("floor", "platezarr", "baseline")
+CONTENDERS = ("floor", "platezarr", "compact", "baseline")
+ONCE = ("baseline_packing", "gil")  # run once, in the first repetition
 GIL_SITES = 200
 BASELINE_KEY = "{dataset}/{experiment}/Plate{plate}/{well}_s{site}.zarr"  # rxrx1-utils' ZARR_DEST
 
@@ -196,8 +198,8 @@ class StageRSS:
             time.sleep(0.02)
 
 
-def run_platezarr(src: Path, out: Path, workers: int, zarr_path: bool = False) -> dict:
-    """`converters.convert` with default settings; also times its write stage and samples RSS per stage.
+def run_platezarr(src: Path, out: Path, workers: int, zarr_path: bool = False, compression: str = "default") -> dict:
+    """`converters.convert` with `compression`; also times its write stage and samples RSS per stage.
 
     `zarr_path`: the same, with the direct shard writer off, so every shard goes through zarr-python's
     `array[well] = block` (what platezarr did before converters/shard.py).
@@ -217,7 +219,7 @@ def run_platezarr(src: Path, out: Path, workers: int, zarr_path: bool = False) -
         rss.stage = event.stage
 
     start = time.perf_counter()
-    summary = pz.convert(src, out, workers=workers, progress=progress)
+    summary = pz.convert(src, out, workers=workers, progress=progress, compression=compression)
     seconds = time.perf_counter() - start
     write = marks.get("finalize", start + seconds) - marks.get("write", start)
     return {"seconds": seconds, "write_seconds": write, "sites": summary.as_dict()["sites"],
@@ -290,7 +292,7 @@ def child_main(args: argparse.Namespace) -> None:
     Imports happen before the clock starts; the platezarr child never loads the manifest, so its
     memory is the converter's alone.
     """
-    if args.child in ("platezarr", "zarr_path"):
+    if args.child in ("platezarr", "compact", "zarr_path"):
         import converters  # noqa: F401
         manifest: list[dict] = []
     else:
@@ -300,10 +302,13 @@ def child_main(args: argparse.Namespace) -> None:
     cpu = cpu_seconds()
     if args.child == "floor":
         result = run_floor(manifest, args.workers, args.decoder)
-    elif args.child in ("platezarr", "zarr_path"):
-        result = run_platezarr(Path(args.src), Path(args.out), args.workers, zarr_path=args.child == "zarr_path")
+    elif args.child in ("platezarr", "compact", "zarr_path"):
+        result = run_platezarr(Path(args.src), Path(args.out), args.workers, zarr_path=args.child == "zarr_path",
+                               compression="compact" if args.child == "compact" else "default")
     elif args.child == "baseline":
         result = run_baseline(manifest, Path(args.out), args.workers, args.baseline_decoder)
+    elif args.child == "baseline_packing":
+        result = run_baseline(manifest, Path(args.out), args.workers, args.decoder)
     else:
         result = run_gil(manifest, args.workers, args.decoder)
     result["cpu_seconds"] = cpu_seconds() - cpu
@@ -332,7 +337,7 @@ def in_child(kind: str, manifest: Path, src: Path, out: Path, args: argparse.Nam
         os.sync()  # flush earlier writes to disk now, so no contender pays for another's
     cmd = [sys.executable, __file__, "--child", kind, "--manifest", str(manifest), "--src", str(src),
            "--out", str(out), "--workers", str(args.workers), "--decoder", decoder_name,
-           "--baseline-decoder", args.baseline_decoder or decoder_name]
+           "--baseline-decoder", args.baseline_decoder]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{kind} failed:\n{done.stderr[-3000:]}")
@@ -344,7 +349,7 @@ def run_contenders(work: Path, args: argparse.Namespace, decoder_name: str) -> d
     runs: dict[str, list[dict]] = defaultdict(list)
     for rep in range(args.repeats):
         contenders = CONTENDERS + (("zarr_path",) if args.with_zarr_path else ())
-        order = contenders[rep % len(contenders):] + contenders[: rep % len(contenders)] + (("gil",) if rep == 0 else ())
+        order = contenders[rep % len(contenders):] + contenders[: rep % len(contenders)] + (ONCE if rep == 0 else ())
         for name in order:
             manifest = work / ("manifest-gil.json" if name == "gil" else "manifest.json")
             result = in_child(name, manifest, work / "images", work / f"out-{name}", args, decoder_name)
@@ -352,7 +357,7 @@ def run_contenders(work: Path, args: argparse.Namespace, decoder_name: str) -> d
             wall = result.get("seconds", sum(v for k, v in result.items() if " " in k))
             print(f"  repetition {rep + 1}/{args.repeats}: {name:<9} {wall:7.2f} s wall, "
                   f"{result['cpu_seconds']:7.2f} s CPU", file=sys.stderr)
-    for name in ("floor", "gil", "zarr_path"):
+    for name in ("floor", "gil", "zarr_path", "baseline_packing"):
         shutil.rmtree(work / f"out-{name}", ignore_errors=True)
     return runs
 
@@ -377,7 +382,9 @@ def measure_sizes(manifest: list[dict], work: Path) -> dict:
     pz_bytes, pz_files, pz_dirs = tree_counts(work / "out-platezarr")
     shard_bytes, shard_files, _ = tree_counts(work / "out-platezarr", r"c\.\d+\.0\.0\.0\.0")
     base_bytes, base_files, base_dirs = tree_counts(work / "out-baseline")
+    compact_bytes, _, _ = tree_counts(work / "out-compact")
     return {"sites": n, "png_bytes": png, "platezarr_bytes": pz_bytes, "platezarr_shard_bytes": shard_bytes,
+            "compact_bytes": compact_bytes,
             "baseline_bytes": base_bytes, "platezarr_files_per_site": pz_files / n,
             "platezarr_shard_files_per_site": shard_files / n, "platezarr_dirs_per_site": pz_dirs / n,
             "baseline_files_per_site": base_files / n, "baseline_dirs_per_site": base_dirs / n}
@@ -408,21 +415,24 @@ def baseline_site(root: Path, site: dict) -> np.ndarray:
     return zarr.open_array(root / BASELINE_KEY.format(**site), mode="r")[:]
 
 
-def measure_reads(manifest: list[dict], store: Path, baseline: Path, decoder_name: str, n: int, seed: int) -> dict:
+def measure_reads(manifest: list[dict], store: Path, compact: Path, baseline: Path, decoder_name: str, n: int,
+                  seed: int) -> dict:
     """Median seconds to read one random whole site from each source, the readers taking turns.
 
     `platezarr_sites` is `converters.SiteDataset` (the training-loop reader: cached shard index, one
-    pread, zstd, CRC32C); `platezarr_zarr` is plain zarr-python indexing `images[well, site]`.
+    pread, zstd, CRC32C); `platezarr_zarr` is plain zarr-python indexing `images[well, site]`;
+    `compact_sites` is SiteDataset on the compact store (JPEG-LS).
     """
     import converters as pz
 
     decode = decoder(decoder_name)
     arrays = plate_arrays(store)
-    sites = pz.SiteDataset(store)
+    sites, compact_sites = pz.SiteDataset(store), pz.SiteDataset(compact)
     position = {(r.experiment, int(r.plate), r.well, int(r.site)): i for i, r in enumerate(sites.table.itertuples())}
     readers = {
         "png": lambda s: read_site(s["files"], decode),
         "platezarr_sites": lambda s: sites[position[(s["experiment"], s["plate"], s["well"], s["site"])]][0],
+        "compact_sites": lambda s: compact_sites[position[(s["experiment"], s["plate"], s["well"], s["site"])]][0],
         "platezarr_zarr": lambda s: store_site(arrays, s),
         "baseline": lambda s: baseline_site(baseline, s),
     }
@@ -439,11 +449,14 @@ def measure_reads(manifest: list[dict], store: Path, baseline: Path, decoder_nam
 
 
 def measure_codecs(manifest: list[dict], decoder_name: str, n: int, seed: int) -> dict:
-    """CPU ms per site and bytes / PNG bytes of zstd levels 1-3 and HTJ2K lossless, on `n` random sites.
+    """CPU ms per site and bytes / PNG bytes of zstd levels 1-3, JPEG-LS and HTJ2K lossless, on `n` random sites.
 
     `bound` is 1 + encode / decode: the convert / floor ratio if encoding were the only extra work.
-    HTJ2K (the compact candidate) is encoded planar, one code stream per site, and checked pixel-exact.
+    JPEG-LS is the compact profile's codec (converters/jpegls.py); HTJ2K, the candidate the issue
+    measured, is encoded planar, one code stream per site. Both are checked pixel-exact.
     """
+    from converters.jpegls import decode_planes, encode_planes
+
     from numcodecs import Zstd
 
     decode = decoder(decoder_name)
@@ -463,6 +476,12 @@ def measure_codecs(manifest: list[dict], decoder_name: str, n: int, seed: int) -
     out["htj2k"] = {"encode_ms": cpu_per_call(lambda b: imagecodecs.htj2k_encode(b, planar=True), blocks) * 1e3,
                     "decode_ms": cpu_per_call(imagecodecs.htj2k_decode, encoded) * 1e3,
                     "bytes_ratio_to_png": sum(map(len, encoded)) / png_bytes, "pixel_exact": exact}
+    encoded = [encode_planes(b) for b in blocks]
+    exact = all(np.array_equal(decode_planes(e, b.shape, b.dtype), b) for e, b in zip(encoded, blocks))
+    encode_s = cpu_per_call(encode_planes, blocks)
+    out["jpegls"] = {"encode_ms": encode_s * 1e3, "bound": 1 + encode_s / decode_s,
+                     "decode_ms": cpu_per_call(lambda e: decode_planes(e, blocks[0].shape, blocks[0].dtype), encoded) * 1e3,
+                     "bytes_ratio_to_png": sum(map(len, encoded)) / png_bytes, "pixel_exact": exact}
     return out
 
 
@@ -486,12 +505,13 @@ def measure_rss(pool: list[list[Path]], work: Path, args: argparse.Namespace, ru
     return rss
 
 
-def verify(manifest: list[dict], store: Path, baseline: Path, decoder_name: str, n: int, seed: int) -> dict:
-    """Pixel-exact check of `n` random sites: platezarr store via plain zarr (and one via xarray), baseline."""
+def verify(manifest: list[dict], store: Path, compact: Path, baseline: Path, decoder_name: str, n: int,
+           seed: int) -> dict:
+    """Pixel-exact check of `n` random sites: both platezarr stores via plain zarr (and one via xarray), baseline."""
     import xarray as xr
 
     decode = decoder(decoder_name)
-    arrays = plate_arrays(store)
+    arrays, compact_arrays = plate_arrays(store), plate_arrays(compact)
     sample = random.Random(seed + 1).sample(manifest, min(n, len(manifest)))
     bad = []
     for site in sample:
@@ -499,6 +519,8 @@ def verify(manifest: list[dict], store: Path, baseline: Path, decoder_name: str,
         name = "{experiment}/Plate{plate}/{well} site {site}".format(**site)
         if not np.array_equal(store_site(arrays, site), pixels):
             bad.append(f"platezarr {name}")
+        if not np.array_equal(store_site(compact_arrays, site), pixels):
+            bad.append(f"compact {name}")
         if not np.array_equal(np.moveaxis(baseline_site(baseline, site), -1, 0), pixels):
             bad.append(f"baseline {name}")
     first = sample[0]
@@ -523,7 +545,8 @@ def table_rows(r: dict) -> list[tuple[str, float | None, str, bool | None, str]]
          f"CPU time {convert_floor_cpu:.2f}; write stage alone {t['platezarr_write'] / t['floor']:.2f}; "
          f"decode + zstd-3 alone {codecs['zstd3']['bound']:.2f}"),
         ("baseline time / convert time", base_convert, ">= 3", min(base_convert, base_convert_cpu) >= 3,
-         f"CPU time {base_convert_cpu:.2f}; baseline decodes with {r['baseline_decoder']}"),
+         f"CPU time {base_convert_cpu:.2f}; baseline decodes with {r['baseline_decoder']}; with the floor's "
+         f"decoder (packing alone, one run) {t['baseline_packing'] / t['platezarr']:.2f}"),
         ("convert bytes / baseline bytes", s["platezarr_bytes"] / s["baseline_bytes"], "<= 0.7",
          s["platezarr_bytes"] / s["baseline_bytes"] <= 0.7, "whole stores"),
         ("files per site", s["platezarr_shard_files_per_site"], "<= 0.5", s["platezarr_shard_files_per_site"] <= 0.5,
@@ -533,13 +556,14 @@ def table_rows(r: dict) -> list[tuple[str, float | None, str, bool | None, str]]
          s["platezarr_bytes"] / s["png_bytes"] <= 1.3,
          f"zstd-3, whole store; zstd-2 {codecs['zstd2']['bytes_ratio_to_png']:.2f}, zstd-1 "
          f"{codecs['zstd1']['bytes_ratio_to_png']:.2f}"),
-        ("compact profile bytes / PNG bytes", None, "<= 0.9", None,
-         f"profile not built; HTJ2K lossless alone {codecs['htj2k']['bytes_ratio_to_png']:.2f} "
-         f"(exact: {codecs['htj2k']['pixel_exact']})"),
+        ("compact profile bytes / PNG bytes", s["compact_bytes"] / s["png_bytes"], "<= 0.9",
+         s["compact_bytes"] / s["png_bytes"] <= 0.9,
+         f"JPEG-LS, whole store; convert time / floor {t['compact'] / t['floor']:.2f} (CPU "
+         f"{cpu['compact'] / cpu['floor']:.2f}); HTJ2K lossless alone {codecs['htj2k']['bytes_ratio_to_png']:.2f}"),
         ("random local site read, PNG / SiteDataset", reads["png"] / reads["platezarr_sites"], ">= 5",
          reads["png"] / reads["platezarr_sites"] >= 5,
          f"PNG {reads['png'] * 1e3:.1f} ms, SiteDataset {reads['platezarr_sites'] * 1e3:.1f} ms, "
-         f"baseline store {reads['baseline'] * 1e3:.1f} ms"),
+         f"baseline store {reads['baseline'] * 1e3:.1f} ms, compact store {reads['compact_sites'] * 1e3:.1f} ms"),
         ("random local site read, PNG / plain zarr", reads["png"] / reads["platezarr_zarr"], ">= 5",
          reads["png"] / reads["platezarr_zarr"] >= 5, f"zarr-python `images[well, site]` {reads['platezarr_zarr'] * 1e3:.1f} ms"),
     ]
@@ -578,7 +602,7 @@ def format_table(r: dict) -> str:
         verdict = ("—" if target.startswith("(") else "not done") if passed is None else ("yes" if passed else "**no**")
         lines.append(f"| {figure} | {shown} | {target} | {verdict} | {note} |")
     v = r["verify"]
-    lines.append(f"\npixel-exact check of {v['sites']} random sites (platezarr via zarr and xarray, baseline): "
+    lines.append(f"\npixel-exact check of {v['sites']} random sites (platezarr via zarr and xarray, compact, baseline): "
                  + ("OK" if v["ok"] else "MISMATCH " + "; ".join(v["mismatches"])))
     return "\n".join(lines)
 
@@ -605,8 +629,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=Path("platezarr-benchmark.json"), help="where to write the raw numbers")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallelism of every contender (default: cores)")
     p.add_argument("--rss-scale", type=int, default=10, help="also measure peak RSS at this many times --sites (0: skip)")
-    p.add_argument("--baseline-decoder", choices=["png_decode", "spng_decode", "imageio"], default=None,
-                   help="PNG decoder of the baseline (default: the floor's; imageio is what rxrx1-utils uses)")
+    p.add_argument("--baseline-decoder", choices=["png_decode", "spng_decode", "imageio"], default="imageio",
+                   help="PNG decoder of the baseline (default: imageio, what rxrx1-utils uses)")
     p.add_argument("--with-zarr-path", action="store_true",
                    help="also time platezarr with its shard writer off (every shard through zarr-python)")
     p.add_argument("--reads", type=int, default=200, help="random sites read in the read test")
@@ -630,10 +654,10 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
     fastest = min((n for n in decoders if n != "imageio"), key=decoders.get)
     runs = run_contenders(work, args, fastest)
     print("  reads, sizes, codecs, memory, verification ...", file=sys.stderr)
-    stores = work / "out-platezarr", work / "out-baseline"
+    stores = work / "out-platezarr", work / "out-compact", work / "out-baseline"
     r = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if v is not None},
-        "machine": machine(), "decoder": fastest, "baseline_decoder": args.baseline_decoder or fastest,
+        "machine": machine(), "decoder": fastest, "baseline_decoder": args.baseline_decoder,
         "decoder_cpu_ms_per_png": {k: v * 1e3 for k, v in decoders.items()},
         "channels": len(pool[0]), "real_sites": len(pool), "runs": runs,
         "medians": {name: statistics.median(x["seconds"] for x in runs[name]) for name in runs if name != "gil"}

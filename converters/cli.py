@@ -123,12 +123,15 @@ def main(verbose: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing platezarr store at OUT instead of resuming it.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Stop at the first bad image, or record it (present=False) and go on.")
+@click.option("--compression", type=click.Choice(["default", "compact"]), default="default", show_default=True,
+              help="default: zstd, read by plain zarr; compact: JPEG-LS lossless, about 0.6x the bytes, "
+                   "read where platezarr is installed.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (counts, gaps, estimated bytes) and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or plan) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert_command(src: str, out: str, dataset: str | None, metadata: str | None, embeddings: str | None,
                     experiment: str | None, plate: str | None, storage_options: dict | None, workers: int | None,
-                    scheduler: str | None, overwrite: bool, on_error: str, dry_run: bool, as_json: bool,
+                    scheduler: str | None, overwrite: bool, on_error: str, compression: str, dry_run: bool, as_json: bool,
                     no_progress: bool) -> None:
     """Convert the dataset in folder SRC into the store OUT; re-running on an interrupted OUT resumes it."""
     if workers and scheduler:
@@ -136,10 +139,10 @@ def convert_command(src: str, out: str, dataset: str | None, metadata: str | Non
     bar = ProgressBar(not no_progress and not as_json)
     try:
         if dry_run:
-            plan = plan_only(src, dataset, metadata, embeddings=embeddings,
+            plan = plan_only(src, dataset, metadata, embeddings=embeddings, compression=compression,
                              experiment=experiment, plate=plate, progress=bar, storage_options=storage_options)
         else:
-            summary = convert(src, out, dataset, metadata, embeddings=embeddings,
+            summary = convert(src, out, dataset, metadata, embeddings=embeddings, compression=compression,
                               experiment=experiment, plate=plate, workers=workers, scheduler=scheduler,
                               storage_options=storage_options,
                               overwrite=overwrite, on_error=on_error, progress=bar)

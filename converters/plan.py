@@ -28,20 +28,42 @@ _BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 EXAMPLES = 5
 
 
+ZSTD_LEVEL = 3
+COMPRESSIONS = {
+    "default": f"zstd-{ZSTD_LEVEL}",  # a standard Zarr v3 codec: plain zarr reads it; 1.25-1.4x the PNG bytes of RxRx1
+    "compact": "platezarr.jpegls",  # JPEG-LS lossless: 0.8x the PNG bytes; readers need platezarr installed
+}
+SIZE_RATIO = {"default": 1.25, "compact": 0.85}  # output bytes / source PNG bytes, measured on RxRx1
+
+
+def parse_compression(name: str) -> str:
+    """`name` if it is a compression profile, else a ValueError listing them."""
+    if name not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {name!r}")
+    return name
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """How images are chunked, sharded and compressed (a whole site per chunk, a whole well per shard)."""
 
     chunks: tuple[int, ...]
     shards: tuple[int, ...]
-    codec: str = "zstd"
-    level: int = 3
+    compression: str = "default"
+
+    def __post_init__(self) -> None:
+        parse_compression(self.compression)
+
+    @property
+    def codec(self) -> str:
+        """The chunk codec of the profile, as the plan and the store's attributes name it (e.g. `zstd-3`)."""
+        return COMPRESSIONS[self.compression]
 
     @classmethod
-    def default(cls, schema: DatasetSchema) -> StoreSettings:
+    def default(cls, schema: DatasetSchema, compression: str = "default") -> StoreSettings:
         n_sites, n_channels = len(schema.sites), len(schema.channels)
         y, x = schema.image_shape
-        return cls(chunks=(1, 1, n_channels, y, x), shards=(1, n_sites, n_channels, y, x))
+        return cls(chunks=(1, 1, n_channels, y, x), shards=(1, n_sites, n_channels, y, x), compression=compression)
 
 
 @dataclass(frozen=True)
@@ -178,9 +200,9 @@ class Plan:
 
     @property
     def estimated_bytes(self) -> int:
-        """Output size guess: 1.25x the source files (zstd-3 measured on RxRx1), or raw size if unknown."""
+        """Output size guess: the profile's measured ratio to the source files, or the raw size if unknown."""
         if self.source_bytes:
-            return int(self.source_bytes * 1.25)
+            return int(self.source_bytes * SIZE_RATIO[self.settings.compression])
         y, x = self.schema.image_shape
         return self.n_sites * len(self.schema.channels) * y * x * self.dtype.itemsize
 
@@ -202,7 +224,8 @@ class Plan:
             "image_shape": list(self.schema.image_shape),
             "chunks": list(self.settings.chunks),
             "shards": list(self.settings.shards),
-            "codec": f"{self.settings.codec}-{self.settings.level}",
+            "compression": self.settings.compression,
+            "codec": self.settings.codec,
             "source_bytes": self.source_bytes,
             "estimated_output_bytes": self.estimated_bytes,
             "missing_images": asdict(self.missing_images),

@@ -5,7 +5,8 @@ its PNGs; with this module 1.8x, of which zstd-3 itself is 1.6x (benchmarks/run.
 produces the same bytes directly, in the worker that decoded the block, with a handful of Python
 calls per chunk and one file write per shard:
 
-- each inner chunk goes through the chunk codecs `bytes` (little endian) → `zstd` → `crc32c`;
+- each inner chunk goes through the chunk codecs `bytes` (little endian) → `zstd` → `crc32c`, or for
+  the compact profile `platezarr.jpegls` → `crc32c`;
 - chunks follow each other in Morton order, as zarr-python lays them out;
 - the shard index — one (offset, nbytes) pair of little-endian uint64 per chunk, in C order of the
   chunk grid — goes through `bytes` → `crc32c` and is appended at the end (`index_location: end`).
@@ -18,10 +19,8 @@ zarr format 2), and the caller then writes through zarr-python.
 
 from __future__ import annotations
 
-import os
 import struct
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from itertools import product
@@ -32,6 +31,10 @@ import numpy as np
 import zarr
 from numcodecs import Zstd
 from zarr.storage import LocalStore
+
+from converters.jpegls import NAME as JPEGLS
+from converters.jpegls import encode_planes
+from converters.output import write_atomic
 
 EMPTY = 2**64 - 1  # offset and nbytes of a chunk that is not in the shard
 
@@ -44,7 +47,7 @@ class ShardLayout:
     shard_shape: tuple[int, ...]
     chunk_shape: tuple[int, ...]
     dtype: np.dtype  # little endian, as the bytes codec stores it
-    level: int
+    codec: str  # the chunk codec: `zstd-N` or `platezarr.jpegls` (each followed by crc32c)
     separator: str
 
     @classmethod
@@ -63,9 +66,9 @@ class ShardLayout:
         if sharding.get("name") != "sharding_indexed":
             return None
         config = sharding["configuration"]
-        level = _zstd_level(config["codecs"])
+        codec = _chunk_codec(config["codecs"])
         index_ok = _names(config["index_codecs"]) == ["bytes", "crc32c"] and _little(config["index_codecs"][0])
-        if level is None or not index_ok or config.get("index_location", "end") != "end":
+        if codec is None or not index_ok or config.get("index_location", "end") != "end":
             return None
         dtype = np.dtype(array.dtype)
         if dtype.kind not in "biuf":
@@ -79,7 +82,7 @@ class ShardLayout:
             shard_shape=shard_shape,
             chunk_shape=chunk_shape,
             dtype=dtype.newbyteorder("<"),
-            level=level,
+            codec=codec,
             separator=keys.get("configuration", {}).get("separator", "/"),
         )
 
@@ -100,14 +103,24 @@ def _little(codec: dict) -> bool:
     return codec.get("configuration", {}).get("endian", "little") == "little"
 
 
-def _zstd_level(codecs: list[dict]) -> int | None:
-    """The zstd level of the chunk codecs `bytes` → `zstd` (no frame checksum) → `crc32c`, else None."""
+def _chunk_codec(codecs: list[dict]) -> str | None:
+    """`zstd-N` for the chunk codecs `bytes` → `zstd` (no frame checksum) → `crc32c`, `platezarr.jpegls` for
+    `platezarr.jpegls` → `crc32c`, else None."""
+    if _names(codecs) == [JPEGLS, "crc32c"]:
+        return JPEGLS
     if _names(codecs) != ["bytes", "zstd", "crc32c"] or not _little(codecs[0]):
         return None
     zstd = codecs[1].get("configuration", {})
     if zstd.get("checksum", False):
         return None
-    return int(zstd.get("level", 0))
+    return f"zstd-{int(zstd.get('level', 0))}"
+
+
+def chunk_encoder(codec: str) -> Callable[[np.ndarray], bytes]:
+    """The function that encodes one chunk (before its CRC32C) with the chunk codec named `codec`."""
+    if codec == JPEGLS:
+        return encode_planes
+    return Zstd(level=int(codec.removeprefix("zstd-"))).encode
 
 
 @cache
@@ -138,11 +151,11 @@ def _with_crc(data: bytes) -> tuple[bytes, bytes]:
 
 def encode_chunks(block: np.ndarray, layout: ShardLayout) -> Iterator[tuple[tuple[int, ...], bytes]]:
     """(chunk position, encoded chunk) for every chunk of a full shard, in Morton order."""
-    codec = Zstd(level=layout.level)
+    encode = chunk_encoder(layout.codec)
     block = np.asarray(block, dtype=layout.dtype)
     for coords in morton_order(layout.chunks_per_shard):
         chunk = block[tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, layout.chunk_shape))]
-        compressed = codec.encode(np.ascontiguousarray(chunk))
+        compressed = encode(np.ascontiguousarray(chunk))
         yield coords, b"".join(_with_crc(compressed))
 
 
@@ -168,15 +181,5 @@ def write_shard(layout: ShardLayout, shard_coords: tuple[int, ...], block: np.nd
     a reader (or an interrupted run) sees the old shard or the new one, never a part.
     """
     pieces = encode_shard(block, layout)
-    path = layout.folder / layout.key(shard_coords)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.partial")
-    try:
-        with open(partial, "wb") as f:
-            f.writelines(pieces)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    write_atomic(layout.folder / layout.key(shard_coords), pieces)
     return sum(len(p) for p in pieces)
-

@@ -2,7 +2,7 @@
 
 A site is one chunk inside its well's shard. The shard's index (where each chunk sits) is read once
 and cached, so after warm-up a site costs exactly one ranged GET on a bucket (one `pread` locally),
-then a zstd decode with its CRC32C checked. Connections are opened lazily in each process, so the
+then its CRC32C is checked and it is decoded (zstd, or JPEG-LS in a compact store). Connections are opened lazily in each process, so the
 dataset is safe in PyTorch DataLoader workers with fork or spawn; torch itself is not needed.
 """
 
@@ -21,6 +21,8 @@ from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 from converters.errors import StoreError
+from converters.jpegls import NAME as JPEGLS
+from converters.jpegls import decode_planes
 from converters.location import parse_location
 from converters.readers import checked_root, read_index
 from converters.shard import EMPTY
@@ -96,7 +98,7 @@ class SiteDataset:
             pixels = np.zeros(layout["chunk"], dtype=self.dtype)
         else:
             payload = _checked(self._io().read(key, int(offset), int(nbytes)), f"{self.url}/{key}")
-            pixels = np.frombuffer(Zstd().decode(payload), dtype=layout["dtype"]).reshape(layout["chunk"])
+            pixels = _decode(layout, payload)
         return pixels[self.channels].astype(self.dtype, copy=False), _metadata(row)
 
     def _io(self) -> _Reader:
@@ -151,15 +153,22 @@ def _site_layout(array) -> dict[str, Any]:
     sharding = meta["codecs"][0]
     config = sharding["configuration"]
     names = [c["name"] for c in config["codecs"]]
-    if sharding["name"] != "sharding_indexed" or names != ["bytes", "zstd", "crc32c"]:
+    if sharding["name"] != "sharding_indexed" or names not in (["bytes", "zstd", "crc32c"], [JPEGLS, "crc32c"]):
         raise StoreError(f"{array.path}: not the default chunk-per-site layout; read it with open_sites instead")
     separator = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
     shard, chunk = list(meta["chunk_grid"]["configuration"]["chunk_shape"]), list(config["chunk_shape"])
     if shard[0] != 1 or chunk[:2] != [1, 1] or chunk[2:] != shard[2:]:
         raise StoreError(f"{array.path}: chunks are not whole sites; read it with open_sites instead")
     key = separator.join(["c", "{well}", "0", "0", "0", "0"])
-    return {"key": key, "sites": shard[1], "chunk": tuple(chunk[2:]),
+    return {"key": key, "sites": shard[1], "chunk": tuple(chunk[2:]), "codec": names[0],
             "dtype": np.dtype(array.dtype).newbyteorder("<")}
+
+
+def _decode(layout: dict[str, Any], payload: bytes) -> np.ndarray:
+    """A site's (channel, y, x) pixels from its chunk's bytes (CRC32C already checked and removed)."""
+    if layout["codec"] == JPEGLS:
+        return decode_planes(payload, layout["chunk"], layout["dtype"])
+    return np.frombuffer(Zstd().decode(payload), dtype=layout["dtype"]).reshape(layout["chunk"])
 
 
 def _metadata(row: pd.Series) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from converters.embeddings import write_embeddings
 from converters.errors import MetadataError
+from converters.jpegls import JpeglsCodec
 from converters.output import MARKER_ATTR
-from converters.plan import Plan, PlatePlan
+from converters.plan import ZSTD_LEVEL, Plan, PlatePlan
 from converters.schema import Column
 from converters.wells import split_well
 
@@ -95,8 +96,12 @@ def channel_attrs(plan: Plan) -> dict:
 
 
 def create_images(group: zarr.Group, plan: Plan, n_wells: int) -> None:
-    """The empty images array: a chunk per site, a shard per well, zstd with a CRC32C checksum."""
+    """The empty images array: a chunk per site, a shard per well, compressed as the profile says, CRC32C-checked."""
     s = plan.settings
+    if s.compression == "compact":
+        serializer, compressors = JpeglsCodec(), [Crc32cCodec()]
+    else:
+        serializer, compressors = "auto", [ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()]
     shape = (n_wells, len(plan.schema.sites), len(plan.schema.channels), *plan.schema.image_shape)
     group.create_array(
         "images",
@@ -104,7 +109,8 @@ def create_images(group: zarr.Group, plan: Plan, n_wells: int) -> None:
         dtype=plan.dtype,
         chunks=s.chunks,
         shards=s.shards,
-        compressors=[ZstdCodec(level=s.level), Crc32cCodec()],
+        serializer=serializer,
+        compressors=compressors,
         fill_value=0,
         dimension_names=DIMS,
         chunk_key_encoding={"name": "default", "separator": "."},

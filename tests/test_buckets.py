@@ -114,6 +114,25 @@ def test_interrupted_bucket_conversion_resumes(s3, generated) -> None:
                     assert np.array_equal(images[w, s - 1, c], written[rel]), rel
 
 
+def test_compact_store_in_a_bucket(s3, generated) -> None:
+    """The compact profile written to a bucket (through zarr-python's codec pipeline) reads back exactly,
+    with plain xarray and with SiteDataset at one request per site."""
+    _, src, written = generated
+    out = f"{bucket(s3, 'compact-out')}/gen.zarr"
+    pz.convert(f"{src}/images", out, "rxrx1_demo", compression="compact")
+    tree = xr.open_datatree(out, engine="zarr", storage_options={"endpoint_url": s3.endpoint})
+    for rel, pixels in written.items():
+        group, name = rel.rsplit("/", 1)
+        well, site, channel = name.removesuffix(".png").split("_")
+        stored = tree[group]["images"].sel(well=well, site=int(site[1:]), channel=channel).values
+        assert np.array_equal(stored, pixels), rel
+    ds = pz.SiteDataset(out)
+    first = [ds[i][0] for i in range(len(ds))]
+    s3.requests.clear()
+    assert all(np.array_equal(ds[i][0], first[i]) for i in range(len(ds)))
+    assert s3.count() == len(ds)
+
+
 @pytest.fixture(scope="module")
 def store_url(s3, generated) -> str:
     _, src, _ = generated

@@ -18,8 +18,9 @@ from zarr.core.indexing import _morton_order
 from zarr.storage import LocalStore, MemoryStore
 
 import converters as pz
-import converters.shard as shard_module
+import converters.output as output_module
 import converters.write as write_module
+from converters.jpegls import JpeglsCodec
 from converters.output import Output
 from converters.shard import ShardLayout, encode_shard, morton_order, write_shard
 from sources import tile, write_rxrx_source
@@ -28,7 +29,7 @@ SITES, CHANNELS, SIZE = 2, 6, 64
 
 
 def make_array(store, dtype: str = "uint8", chunks=(1, 1, CHANNELS, SIZE, SIZE), compressors=None, wells: int = 3,
-               separator: str = ".", group: str = "") -> zarr.Array:
+               separator: str = ".", group: str = "", serializer="auto") -> zarr.Array:
     """An images array as template.create_images makes it: a chunk per site, a shard per well."""
     root = zarr.open_group(store, path=group, mode="a", zarr_format=3)
     return root.create_array(
@@ -37,6 +38,7 @@ def make_array(store, dtype: str = "uint8", chunks=(1, 1, CHANNELS, SIZE, SIZE),
         dtype=dtype,
         chunks=chunks,
         shards=(1, SITES, CHANNELS, SIZE, SIZE),
+        serializer=serializer,
         compressors=compressors or [ZstdCodec(level=3), Crc32cCodec()],
         fill_value=0,
         chunk_key_encoding={"name": "default", "separator": separator},
@@ -59,12 +61,16 @@ def shard_file(array: zarr.Array, well: int) -> Path:
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])
 @pytest.mark.parametrize("empty_site", [False, True])
-def test_shard_bytes_equal_zarr_python_and_read_back_through_plain_zarr(tmp_path: Path, dtype: str, empty_site: bool) -> None:
-    array = make_array(LocalStore(tmp_path / "s.zarr"), dtype)
+@pytest.mark.parametrize("codec", ["zstd-3", "platezarr.jpegls"])
+def test_shard_bytes_equal_zarr_python_and_read_back_through_plain_zarr(tmp_path: Path, dtype: str, empty_site: bool,
+                                                                        codec: str) -> None:
+    compact = codec == "platezarr.jpegls"
+    array = make_array(LocalStore(tmp_path / "s.zarr"), dtype, serializer=JpeglsCodec() if compact else "auto",
+                       compressors=[Crc32cCodec()] if compact else None)
     block = well_block(1, dtype, empty_site)
     array[0] = block  # zarr-python's own path
     layout = ShardLayout.of(array)
-    assert layout is not None and layout.level == 3
+    assert layout is not None and layout.codec == codec
     write_shard(layout, (1, 0, 0, 0, 0), block[np.newaxis])
     assert shard_file(array, 1).read_bytes() == shard_file(array, 0).read_bytes()
     fresh = zarr.open_array(tmp_path / "s.zarr", path="images", mode="r")
@@ -146,7 +152,7 @@ def test_an_interrupted_write_leaves_the_old_shard_and_no_partial_file(tmp_path:
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shard_module.os, "replace", broken_replace)
+    monkeypatch.setattr(output_module.os, "replace", broken_replace)
     with pytest.raises(OSError):
         write_shard(layout, (0, 0, 0, 0, 0), well_block(8)[np.newaxis])
     assert shard_file(array, 0).read_bytes() == before

@@ -26,7 +26,7 @@ from converters.records import TEMPLATE_KEY, differences, finished_wells, plan_i
 from converters.plan import EXAMPLES, Plan, StoreSettings, make_plan, parse_compression, task_wells
 from converters.schema import DatasetSchema, load_schema
 from converters.location import local_copy
-from converters.source import Source, open_source
+from converters.source import Listing, Source, open_source
 from converters.tasks import run_task
 from converters.template import plate_dataset, write_template
 from converters.version import __version__
@@ -93,7 +93,7 @@ def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None 
     """Scan the source, the metadata and the embeddings and plan the store; reads one image header, no pixels."""
     parse_compression(compression)
     source = open_source(src, storage_options)
-    listing = list(source.walk())
+    listing = Listing.of(source.walk())
     progress(Progress("scan", len(listing), len(listing), "files"))
     if isinstance(dataset, DatasetSchema):
         schema = dataset
@@ -105,6 +105,7 @@ def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None 
         table = read_metadata(local_copy(metadata, storage_options), schema)
         table.location = os.fspath(metadata) if "://" in os.fspath(metadata) else table.location
     index = SCANNERS[schema.layout](source, listing, schema, experiment=experiment, plate=plate, metadata=table)
+    del listing  # a tuple per file: its names are in the index now
     vectors = None
     if embeddings is not None:
         shown = os.fspath(embeddings) if "://" in os.fspath(embeddings) else None
@@ -163,14 +164,15 @@ def convert(
     with storage_errors(output):
         finished = prepare(output, plan, identity, overwrite)
     job = WellJob(source, output, _well_shape(plan), plan.dtype.str, on_error)
-    results = dict(finished)
-    tasks = plan.work(finished)
+    results = Written(plan)
+    for result in finished.values():
+        results.add(result)
     total = plan.n_sites
-    done = total - sum(len(task_wells(t)) for t in tasks) * len(plan.schema.sites)
+    done = total - sum(len(task_wells(t)) for t in plan.work(finished)) * len(plan.schema.sites)
     progress(Progress("write", done, total))
-    for written in run_tasks(run_task, job, tasks, workers or os.cpu_count() or 1, scheduler):
+    for written in run_tasks(run_task, job, plan.work(finished), workers or os.cpu_count() or 1, scheduler):
         for result in written:
-            results[(result.group, result.well_index)] = result
+            results.add(result)
         done += len(written) * len(plan.schema.sites)
         progress(Progress("write", done, total))
     progress(Progress("finalize", 0, 1, "steps"))
@@ -222,16 +224,28 @@ def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict
     return {}
 
 
-def finalize(output: Output, plan: Plan, results: dict[tuple[str, int], WellResult]) -> None:
+class Written:
+    """What the written wells reported, kept small: each plate's present mask, filled in as wells finish,
+    and the results of only the wells with skipped or missing images (not a WellResult per well)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.present = {p.group: np.zeros((len(p.wells), *_well_shape(plan)[:2]), dtype=bool) for p in plan.plates}
+        self.notes: dict[tuple[str, int], WellResult] = {}
+
+    def add(self, result: WellResult) -> None:
+        self.present[result.group][result.well_index] = result.present
+        if result.skipped or result.missing:
+            self.notes[(result.group, result.well_index)] = result
+
+
+def finalize(output: Output, plan: Plan, results: Written) -> None:
     """Present masks, the index, then the root attribute and consolidated metadata: the store is complete."""
-    present = {p.group: np.zeros((len(p.wells), *_well_shape(plan)[:2]), dtype=bool) for p in plan.plates}
-    for (group, index), result in results.items():
-        present[group][index] = result.present
+    present = results.present
     for group, mask in present.items():
         write_present(output.store, group, mask)
     table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, present)
     write_index(output.store, table)
-    attrs = root_attrs(plan, _reported(plan, results), len(table), _skipped(results))
+    attrs = root_attrs(plan, _reported(plan, results.notes), len(table), _skipped(results.notes))
     write_root(output.store, attrs | {"plan": plan_identity(plan)})
     output.delete(RECORDS)
 
@@ -245,10 +259,10 @@ def _skipped(results: dict[tuple[str, int], WellResult]) -> list[dict[str, str]]
     return [{"file": f, "reason": r} for key in sorted(results) for f, r in results[key].skipped]
 
 
-def _summary(output: Output, plan: Plan, results: dict, resumed: int, seconds: float) -> Summary:
-    skipped = _skipped(results)
+def _summary(output: Output, plan: Plan, results: Written, resumed: int, seconds: float) -> Summary:
+    skipped = _skipped(results.notes)
     extra = {"resumed_wells": resumed, "skipped_images": {"count": len(skipped), "files": skipped}}
-    return Summary(output.location, _reported(plan, results), seconds, output.nbytes(), extra)
+    return Summary(output.location, _reported(plan, results.notes), seconds, output.nbytes(), extra)
 
 
 def _reported(plan: Plan, results: dict[tuple[str, int], WellResult]) -> dict:

@@ -8,12 +8,13 @@ give tell RxRx2 (w1–w6) from RxRx19a (w1–w5). RxRx3 is found by its plate ta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 from converters.decode import ImageHeader, image_header
 from converters.errors import SourceError
 from converters.layouts.tars import tar_sample
 from converters.schema import DatasetSchema, dataset_names, load_schema
-from converters.source import Source
+from converters.source import Listing, Source
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Found:
     header: ImageHeader | None  # None when no image could be sampled (a tar without one in its first 64 KiB)
 
 
-def detect_dataset(source: Source, listing: list[tuple[str, int]]) -> DatasetSchema:
+def detect_dataset(source: Source, listing: Listing) -> DatasetSchema:
     """The one schema whose file names, image size, channels and sites fit the source; otherwise an error naming the candidates."""
     scans: dict[tuple[str, str], tuple[tuple[str, int], set[str], set[str]] | None] = {}
     headers: dict[str, ImageHeader | None] = {}
@@ -36,7 +37,7 @@ def detect_dataset(source: Source, listing: list[tuple[str, int]]) -> DatasetSch
         if hit is not None:
             found[name] = (schema, hit)
     if not found:
-        examples = ", ".join(rel for rel, _ in listing[:3]) or "no files at all"
+        examples = ", ".join(rel for rel, _ in islice(listing, 3)) or "no files at all"
         raise SourceError(
             f"{source.url}: no known dataset layout matches its files ({examples}); "
             f"pass --dataset ({', '.join(dataset_names())})"
@@ -56,7 +57,7 @@ def detect_dataset(source: Source, listing: list[tuple[str, int]]) -> DatasetSch
                       "pass --dataset if this is one of them")
 
 
-def _found(source: Source, listing: list[tuple[str, int]], schema: DatasetSchema,
+def _found(source: Source, listing: Listing, schema: DatasetSchema,
            scans: dict, headers: dict) -> Found | None:
     """What the schema's pattern finds; listings are scanned once per distinct pattern, headers read once per file."""
     pattern = schema.tar_pattern or schema.path_pattern
@@ -74,7 +75,7 @@ def _found(source: Source, listing: list[tuple[str, int]], schema: DatasetSchema
                  frozenset(int(s) for s in sites), headers[first])
 
 
-def _scan(listing: list[tuple[str, int]], match,
+def _scan(listing: Listing, match,
           groups: tuple[str, ...]) -> tuple[tuple[str, int], set[str], set[str]] | None:
     """The first matching (path, size), and the sites and channels the matching names give (none for tars)."""
     first, sites, channels = None, set(), set()

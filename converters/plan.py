@@ -9,11 +9,12 @@ to workers. Nothing here reads pixels or writes anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from converters.embeddings import EmbeddingsTable
 from converters.errors import MetadataError, SourceError
@@ -87,6 +88,33 @@ class TarTask:
     plate_wells: frozenset[str]  # every well of the plate group, written or not
 
 
+class WellTasks:
+    """A plate's well tasks in well order, kept compact (about 40 bytes per file: Arrow strings and small
+    ints, not a Python tuple and str per file) and built one `WellTask` at a time as they are iterated."""
+
+    def __init__(self, group: str, wells: list[str], well_index: np.ndarray, starts: np.ndarray,
+                 site: np.ndarray, channel: np.ndarray, paths: pa.Array) -> None:
+        self.group, self.wells = group, wells
+        self.well_index, self.starts = well_index, starts  # per task; starts[i]:starts[i + 1] are its files
+        self.site, self.channel, self.paths = site, channel, paths  # per file
+
+    def __len__(self) -> int:
+        return len(self.well_index)
+
+    @property
+    def n_files(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[WellTask]:
+        for i, w in enumerate(self.well_index.tolist()):
+            a, b = int(self.starts[i]), int(self.starts[i + 1])
+            files = zip(self.site[a:b].tolist(), self.channel[a:b].tolist(), self.paths[a:b].to_pylist())
+            yield WellTask(self.group, w, self.wells[w], tuple(files))
+
+    def __repr__(self) -> str:
+        return f"WellTasks({self.group!r}, {len(self)} wells, {self.n_files} files)"
+
+
 def task_wells(task: WellTask | TarTask) -> tuple[WellTask, ...]:
     """The wells a task writes: itself, or the wells of a tar."""
     return task.wells if isinstance(task, TarTask) else (task,)
@@ -102,12 +130,12 @@ class PlatePlan:
     group: str
     wells: list[str]
     metadata: pd.DataFrame
-    tasks: list[WellTask]
+    tasks: WellTasks
     tar: str | None = None
 
     @property
     def n_images(self) -> int:
-        return sum(len(t.files) for t in self.tasks)
+        return self.tasks.n_files
 
 
 @dataclass
@@ -162,17 +190,17 @@ class Plan:
     def n_wells(self) -> int:
         return sum(len(p.wells) for p in self.plates)
 
-    def work(self, finished: Container[tuple[str, int]]) -> list[WellTask | TarTask]:
+    def work(self, finished: Container[tuple[str, int]]) -> Iterator[WellTask | TarTask]:
         """The tasks left once the `finished` (group, well index) are kept: one per well, or one per plate
-        tar holding its unfinished wells (a tar whose wells are all finished is not read again)."""
-        tasks: list[WellTask | TarTask] = []
+        tar holding its unfinished wells (a tar whose wells are all finished is not read again).
+
+        Built as they are consumed, a plate at a time, so a run never holds every task's file names at once."""
         for plate in self.plates:
             todo = [t for t in plate.tasks if (t.group, t.well_index) not in finished]
             if plate.tar is None:
-                tasks += todo
+                yield from todo
             elif todo:
-                tasks.append(TarTask(plate.group, plate.tar, tuple(todo), MemberNames.of(self.schema), frozenset(plate.wells)))
-        return tasks
+                yield TarTask(plate.group, plate.tar, tuple(todo), MemberNames.of(self.schema), frozenset(plate.wells))
 
     @property
     def n_sites(self) -> int:
@@ -255,7 +283,10 @@ def make_plan(
 ) -> Plan:
     """Join images and metadata (and embeddings) into plates and well tasks, and count what is missing on either side."""
     images = _checked_images(index.images, schema, source)
-    rows = metadata.table if metadata is not None else images[SITE_KEY].iloc[:0].assign(**{ORIGIN: ""})
+    # no table: an empty one of fresh columns (an `images[...].iloc[:0]` slice would keep every plate holding
+    # the whole images' string buffers alive through the write)
+    rows = metadata.table if metadata is not None else pd.DataFrame(
+        {k: pd.Series([], dtype=images[k].dtype) for k in SITE_KEY}).assign(**{ORIGIN: ""})
     unplaced = rows.iloc[:0]
     if metadata is not None and "experiment" not in metadata.keys:
         rows, unplaced = _place_rows(rows, images)
@@ -356,11 +387,14 @@ def _plan_plate(
     group = f"{check_group_name(experiment, 'experiment')}/{check_group_name(schema.plate_name(plate), 'plate')}"
     wells = well_order(sites["well"].tolist())
     position = {w: i for i, w in enumerate(wells)}
-    tasks = []
-    for well, files in images.groupby("well", sort=False):
-        entries = tuple(sorted(zip(files["site_index"], files["channel_index"], files["path"])))
-        tasks.append(WellTask(group, position[well], str(well), tuple((int(s), int(c), p) for s, c, p in entries)))
-    tasks.sort(key=lambda t: t.well_index)
+    files = pd.DataFrame({"well_index": images["well"].map(position).to_numpy(dtype="int64"),
+                          "site_index": images["site_index"].to_numpy(), "channel_index": images["channel_index"].to_numpy(),
+                          "path": images["path"].to_numpy(dtype=object)})
+    files = files.sort_values(["well_index", "site_index", "channel_index", "path"], ignore_index=True)
+    well_index, starts = np.unique(files["well_index"].to_numpy(), return_index=True)
+    tasks = WellTasks(group, wells, well_index.astype(np.int32), np.append(starts, len(files)).astype(np.int64),
+                      files["site_index"].to_numpy(np.int16), files["channel_index"].to_numpy(np.int16),
+                      pa.array(files["path"].tolist(), type=pa.string()))
     tar = str(images[TAR_COLUMN].iloc[0]) if TAR_COLUMN in images and len(images) else None
     return PlatePlan(experiment, plate, group, wells, rows.drop(columns=[ORIGIN]), tasks, tar)
 

@@ -6,9 +6,13 @@ Both kinds of source pickle, so workers on other processes or machines read for 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 from converters.errors import SourceError
 from converters.location import Location, parse_location
@@ -116,6 +120,53 @@ class BucketSource:
 
 
 Source = LocalSource | BucketSource
+
+
+class Listing:
+    """Every file of a source as (relative path, size), kept as Arrow strings and int64 sizes.
+
+    About 40 bytes a file where a list of (str, int) tuples takes 180, and, unlike those, freed for
+    good once the plan is made: a list of Python objects per file stays resident after it is freed
+    (CPython's allocator cannot hand back its arenas while anything allocated meanwhile sits in them).
+    Iterating yields the tuples, a chunk at a time, as often as needed.
+    """
+
+    CHUNK = 8192
+
+    def __init__(self, names: list[pa.Array], sizes: np.ndarray) -> None:
+        self.names, self.sizes = names, sizes  # names in chunks; sizes of all files, in order
+
+    @classmethod
+    def of(cls, files: Iterable[tuple[str, int]]) -> Listing:
+        """The listing of `files` ((relative path, size) pairs, e.g. `Source.walk()`); a Listing as it is."""
+        if isinstance(files, Listing):
+            return files
+        chunks: list[pa.Array] = []
+        names: list[str] = []
+        sizes = array("q")
+        for rel, size in files:
+            names.append(rel)
+            sizes.append(size)
+            if len(names) == cls.CHUNK:
+                chunks.append(pa.array(names, pa.string()))
+                names.clear()
+        if names or not chunks:
+            chunks.append(pa.array(names, pa.string()))
+        return cls(chunks, np.frombuffer(sizes, dtype=np.int64) if sizes else np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def chunks(self) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        """(names, sizes) a chunk at a time."""
+        start = 0
+        for names in self.names:
+            yield names, self.sizes[start:start + len(names)]
+            start += len(names)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        for names, sizes in self.chunks():
+            yield from zip(names.to_pylist(), sizes.tolist())
 
 
 def open_source(location: str | os.PathLike[str], storage_options: dict | None = None) -> Source:

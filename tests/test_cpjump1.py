@@ -26,7 +26,7 @@ from converters.detect import detect_dataset
 from converters.layouts.phenix_index import read_index
 from converters.metadata import read_metadata
 from converters.schema import load_schema
-from converters.source import LocalSource
+from converters.source import Listing, LocalSource
 
 PHENIX_NAME = re.compile(r"r(?P<row>\d\d)c(?P<column>\d\d)f(?P<site>\d\d)p\d\d-ch(?P<channel>\d)sk1fk1fl1\.tiff")
 KEYS = {"Metadata_Plate": "plate", "Metadata_Well": "well", "Metadata_Site": "site"}
@@ -187,7 +187,7 @@ def test_gallery_path_names_the_experiment_and_the_cli_detects_cpjump1(tmp_path:
 
 def test_detection_picks_cpjump1() -> None:
     source = LocalSource.open(shared("cpjump1", "example_images"))
-    assert detect_dataset(source, list(source.walk())).name == "cpjump1"
+    assert detect_dataset(source, Listing.of(source.walk())).name == "cpjump1"
 
 
 def test_without_experiment_or_plate_the_error_says_what_to_pass(tmp_path: Path) -> None:

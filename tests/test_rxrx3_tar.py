@@ -28,7 +28,7 @@ import converters.tarwrite
 from converters.convert import plan_only
 from converters.detect import detect_dataset
 from converters.schema import load_schema
-from converters.source import open_source
+from converters.source import Listing, open_source
 from sources import pack_tar, tile16, write_csv, write_rxrx3_source
 
 SCHEMA = dataclasses.replace(load_schema("rxrx3"), image_shape=(64, 64))
@@ -155,7 +155,7 @@ def test_bucket_tars_are_streamed_and_planned_from_the_metadata(source, s3, tmp_
     pack_tar(tmp_path / "real.tar", [("AA02_s1_w1.png", imagecodecs.png_encode(tile16(0, 0, 2048)))])
     obstore.put(store, "real/gene-001/Plate1.tar", (tmp_path / "real.tar").read_bytes())
     bucket = open_source("s3://rxrx3/real")
-    assert detect_dataset(bucket, list(bucket.walk())).name == "rxrx3"
+    assert detect_dataset(bucket, Listing.of(bucket.walk())).name == "rxrx3"
     kept = {k: v for k, v in written.items() if not k.startswith("gene-045/4/B03")}
     for (experiment, plate), wells in PLATES.items():
         group = xr.open_zarr(tmp_path / "o.zarr", group=f"{experiment}/Plate{plate}")

@@ -23,7 +23,7 @@ import zarr
 import converters as pz
 from converters.detect import detect_dataset
 from converters.schema import load_schema, parse_schema
-from converters.source import LocalSource
+from converters.source import Listing, LocalSource
 from sources import write_csv, write_rxrx_source, write_site_embeddings
 
 SIZE = 64
@@ -144,7 +144,7 @@ def test_each_png_layout_is_detected(name: str, tmp_path: Path) -> None:
     experiment, size, channels, sites = REAL[name]
     write_rxrx_source(tmp_path, {(experiment, 1): ["AA02"]}, sites=sites, channels=channels, size=size)
     source = LocalSource.open(tmp_path)
-    assert detect_dataset(source, list(source.walk())).name == name
+    assert detect_dataset(source, Listing.of(source.walk())).name == name
 
 
 def test_an_ambiguous_folder_lists_the_candidates(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_an_ambiguous_folder_lists_the_candidates(tmp_path: Path) -> None:
     write_rxrx_source(tmp_path, {("HUVEC-1", 1): ["AA02"]}, sites=(1, 2), channels=3, size=1024)
     source = LocalSource.open(tmp_path)
     with pytest.raises(pz.SourceError) as error:
-        detect_dataset(source, list(source.walk()))
+        detect_dataset(source, Listing.of(source.walk()))
     message = str(error.value)
     assert "fit several datasets" in message and "pass --dataset" in message
     assert "rxrx2: 1024x1024, channels w1, w2, w3, w4, w5, w6, sites 1-4" in message
@@ -164,7 +164,7 @@ def test_images_that_fit_no_schema_say_why(tmp_path: Path) -> None:
     write_rxrx_source(tmp_path, {("HUVEC-1", 1): ["B02"]}, sites=(1,), channels=6, size=300)
     source = LocalSource.open(tmp_path)
     with pytest.raises(pz.SourceError, match=r"rxrx2: images are 1024x1024, found 300x300.*pass --dataset"):
-        detect_dataset(source, list(source.walk()))
+        detect_dataset(source, Listing.of(source.walk()))
 
 
 def test_schemas_follow_the_readmes() -> None:

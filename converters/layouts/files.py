@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from converters.errors import SourceError
 from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
-from converters.source import LocalSource
+from converters.source import Listing, LocalSource
 from converters.wells import normalize_well
 
 IMAGE_COLUMNS = ["experiment", "plate", "well", "site", "channel", "path", "bytes"]
@@ -35,7 +37,7 @@ class SourceIndex:
 
 def scan_files(
     source: LocalSource,
-    listing: list[tuple[str, int]],
+    listing: Listing,
     schema: DatasetSchema,
     *,
     experiment: str | None = None,
@@ -52,23 +54,37 @@ def scan_files(
             f"{schema.title} file paths name the experiment and plate of every image; "
             "--experiment and --plate are only for layouts whose paths do not (CPJUMP1)"
         )
-    rows: list[tuple[str, str, str, str, str, str, int]] = []
+    keys: dict[str, list[str]] = {k: [] for k in IMAGE_COLUMNS[:5]}
+    names = list(keys)
+    columns = [keys[k] for k in names]
+    seen: dict[str, str] = {}  # one str per distinct experiment, plate, well, site, channel, not one per file
+    paths: list[pa.Array] = []
+    sizes: list[np.ndarray] = []
     ignored: list[str] = []
     ignored_count = 0
     match = schema.path_pattern.match
-    for rel, size in listing:
-        m = match(rel)
-        if m is None:
-            ignored_count += 1
-            if len(ignored) < examples:
-                ignored.append(rel)
-            continue
-        g = m.groupdict()
-        rows.append((g["experiment"], g["plate"], g["well"], g["site"], g["channel"], rel, size))
-    images = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
-    images = images.astype({"plate": schema.key_dtype("plate"), "site": "int64", "bytes": "int64"})
-    images["well"] = [normalize_well(w) for w in images["well"]]
-    images["channel"] = [schema.channel_id.format(channel=c) for c in images["channel"]]
+    for chunk, chunk_sizes in Listing.of(listing).chunks():
+        kept = array("q")
+        for i, rel in enumerate(chunk.to_pylist()):
+            m = match(rel)
+            if m is None:
+                ignored_count += 1
+                if len(ignored) < examples:
+                    ignored.append(rel)
+                continue
+            for column, value in zip(columns, m.group(*names)):
+                column.append(seen.setdefault(value, value))
+            kept.append(i)
+        taken = np.frombuffer(kept, dtype=np.int64) if kept else np.zeros(0, np.int64)
+        paths.append(chunk.take(taken))
+        sizes.append(chunk_sizes[taken])
+    path = pa.chunked_array(paths, pa.string()).to_pandas()
+    images = pd.DataFrame({**keys, "path": path, "bytes": np.concatenate(sizes) if sizes else np.zeros(0, np.int64)},
+                          columns=IMAGE_COLUMNS)
+    del keys, columns, paths, sizes, seen, path
+    images = images.astype({"plate": schema.key_dtype("plate"), "site": "int64"})
+    images["well"] = images["well"].map({w: normalize_well(w) for w in images["well"].unique()})
+    images["channel"] = images["channel"].map({c: schema.channel_id.format(channel=c) for c in images["channel"].unique()})
     check_unique(images, source)
     return SourceIndex(images.sort_values("path", ignore_index=True), sorted(ignored), ignored_count)
 

@@ -17,7 +17,7 @@ from converters.layouts.files import IMAGE_COLUMNS, SourceIndex, check_unique
 from converters.layouts.phenix_index import INDEX_FILE, Measurement, read_index
 from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
-from converters.source import LocalSource
+from converters.source import Listing, LocalSource
 from converters.wells import well_name
 
 log = logging.getLogger("platezarr")
@@ -28,7 +28,7 @@ GALLERY_EXAMPLE = "…/images/2020_11_04_CPJUMP1/images/BR00116991__2020-11-05T1
 
 def scan_phenix(
     source: LocalSource,
-    listing: list[tuple[str, int]],
+    listing: Listing,
     schema: DatasetSchema,
     *,
     experiment: str | None = None,

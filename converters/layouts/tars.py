@@ -23,7 +23,7 @@ from converters.errors import SourceError
 from converters.layouts.files import IMAGE_COLUMNS, SourceIndex, check_unique
 from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
-from converters.source import Source
+from converters.source import Listing, Source
 from converters.wells import normalize_well
 
 TAR_COLUMN = "tar"  # the images table's column naming each image's tar
@@ -62,7 +62,7 @@ class MemberNames:
 
 def scan_tars(
     source: Source,
-    listing: list[tuple[str, int]],
+    listing: Listing,
     schema: DatasetSchema,
     *,
     experiment: str | None = None,
@@ -88,7 +88,7 @@ def scan_tars(
                        dtype=probe_dtype(*sample) if sample is not None else schema.dtype)
 
 
-def find_tars(listing: list[tuple[str, int]], schema: DatasetSchema) -> tuple[pd.DataFrame, list[str]]:
+def find_tars(listing: Listing, schema: DatasetSchema) -> tuple[pd.DataFrame, list[str]]:
     """The plate tars of the listing (experiment, plate, path, bytes), and the other files' paths."""
     assert schema.tar_pattern is not None
     rows, ignored = [], []

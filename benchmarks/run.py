@@ -1,6 +1,6 @@
 """platezarr benchmark (issue 6): conversion speed, size, reads and memory, against a floor and a baseline.
 
-Run it from a checkout with platezarr installed (`pip install -e .`); about 6 minutes on 2 idle cores
+Run it from a checkout with platezarr installed (`pip install -e .`); about 7 minutes on 2 idle cores
 (half of it the 10x-sites memory run), longer on a busy machine:
 
     python benchmarks/run.py                                   # 1,000 sites, 3 repetitions

@@ -23,7 +23,7 @@ from converters.metadata import read_metadata
 from converters.errors import StoreError
 from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, storage_errors
 from converters.records import TEMPLATE_KEY, differences, finished_wells, plan_identity
-from converters.plan import EXAMPLES, Plan, StoreSettings, make_plan, parse_compression, task_wells
+from converters.plan import EXAMPLES, Plan, StoreSettings, make_plan, parse_compression
 from converters.schema import DatasetSchema, load_schema
 from converters.location import local_copy
 from converters.source import Listing, Source, open_source
@@ -168,7 +168,7 @@ def convert(
     for result in finished.values():
         results.add(result)
     total = plan.n_sites
-    done = total - sum(len(task_wells(t)) for t in plan.work(finished)) * len(plan.schema.sites)
+    done = total - plan.wells_left(finished) * len(plan.schema.sites)
     progress(Progress("write", done, total))
     for written in run_tasks(run_task, job, plan.work(finished), workers or os.cpu_count() or 1, scheduler):
         for result in written:

@@ -115,11 +115,6 @@ class WellTasks:
         return f"WellTasks({self.group!r}, {len(self)} wells, {self.n_files} files)"
 
 
-def task_wells(task: WellTask | TarTask) -> tuple[WellTask, ...]:
-    """The wells a task writes: itself, or the wells of a tar."""
-    return task.wells if isinstance(task, TarTask) else (task,)
-
-
 @dataclass
 class PlatePlan:
     """One plate group: its wells in plate order, the metadata rows that become its coordinates, and
@@ -201,6 +196,10 @@ class Plan:
                 yield from todo
             elif todo:
                 yield TarTask(plate.group, plate.tar, tuple(todo), MemberNames.of(self.schema), frozenset(plate.wells))
+
+    def wells_left(self, finished: Container[tuple[str, int]]) -> int:
+        """How many wells `work(finished)` writes, counted without building its tasks."""
+        return sum((p.group, w) not in finished for p in self.plates for w in p.tasks.well_index.tolist())
 
     @property
     def n_sites(self) -> int:

@@ -66,7 +66,7 @@ class ShardLayout:
         if sharding.get("name") != "sharding_indexed":
             return None
         config = sharding["configuration"]
-        codec = _chunk_codec(config["codecs"])
+        codec = chunk_codec(config["codecs"])
         index_ok = _names(config["index_codecs"]) == ["bytes", "crc32c"] and _little(config["index_codecs"][0])
         if codec is None or not index_ok or config.get("index_location", "end") != "end":
             return None
@@ -103,7 +103,7 @@ def _little(codec: dict) -> bool:
     return codec.get("configuration", {}).get("endian", "little") == "little"
 
 
-def _chunk_codec(codecs: list[dict]) -> str | None:
+def chunk_codec(codecs: list[dict]) -> str | None:
     """`zstd-N` for the chunk codecs `bytes` → `zstd` (no frame checksum) → `crc32c`, `platezarr.jpegls` for
     `platezarr.jpegls` → `crc32c`, else None."""
     if _names(codecs) == [JPEGLS, "crc32c"]:

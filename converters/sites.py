@@ -25,7 +25,7 @@ from converters.jpegls import NAME as JPEGLS
 from converters.jpegls import decode_planes
 from converters.location import parse_location
 from converters.readers import checked_root, read_index
-from converters.shard import EMPTY
+from converters.shard import EMPTY, chunk_codec
 
 
 class _Reader:
@@ -151,16 +151,16 @@ def _site_layout(array) -> dict[str, Any]:
     """Where a site's chunk sits: the shard key pattern, sites per shard, chunk shape, stored dtype."""
     meta = array.metadata.to_dict()
     sharding = meta["codecs"][0]
-    config = sharding["configuration"]
-    names = [c["name"] for c in config["codecs"]]
-    if sharding["name"] != "sharding_indexed" or names not in (["bytes", "zstd", "crc32c"], [JPEGLS, "crc32c"]):
+    codec = chunk_codec(sharding["configuration"]["codecs"]) if sharding["name"] == "sharding_indexed" else None
+    if codec is None:
         raise StoreError(f"{array.path}: not the default chunk-per-site layout; read it with open_sites instead")
+    config = sharding["configuration"]
     separator = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
     shard, chunk = list(meta["chunk_grid"]["configuration"]["chunk_shape"]), list(config["chunk_shape"])
     if shard[0] != 1 or chunk[:2] != [1, 1] or chunk[2:] != shard[2:]:
         raise StoreError(f"{array.path}: chunks are not whole sites; read it with open_sites instead")
     key = separator.join(["c", "{well}", "0", "0", "0", "0"])
-    return {"key": key, "sites": shard[1], "chunk": tuple(chunk[2:]), "codec": names[0],
+    return {"key": key, "sites": shard[1], "chunk": tuple(chunk[2:]), "codec": codec,
             "dtype": np.dtype(array.dtype).newbyteorder("<")}
 
 

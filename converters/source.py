@@ -138,9 +138,7 @@ class Listing:
 
     @classmethod
     def of(cls, files: Iterable[tuple[str, int]]) -> Listing:
-        """The listing of `files` ((relative path, size) pairs, e.g. `Source.walk()`); a Listing as it is."""
-        if isinstance(files, Listing):
-            return files
+        """The listing of `files`: (relative path, size) pairs, e.g. from `Source.walk()`."""
         chunks: list[pa.Array] = []
         names: list[str] = []
         sizes = array("q")

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import imagecodecs
-import numpy as np
 import pytest
 
 from sources import write_rxrx_source

@@ -49,11 +49,7 @@ def scan_files(
 
     `metadata` is not needed here: the file names list every image.
     """
-    if experiment is not None or plate is not None:
-        raise SourceError(
-            f"{schema.title} file paths name the experiment and plate of every image; "
-            "--experiment and --plate are only for layouts whose paths do not (CPJUMP1)"
-        )
+    refuse_experiment_and_plate(schema, "file", experiment, plate)
     keys: dict[str, list[str]] = {k: [] for k in IMAGE_COLUMNS[:5]}
     names = list(keys)
     columns = [keys[k] for k in names]
@@ -63,7 +59,7 @@ def scan_files(
     ignored: list[str] = []
     ignored_count = 0
     match = schema.path_pattern.match
-    for chunk, chunk_sizes in Listing.of(listing).chunks():
+    for chunk, chunk_sizes in listing.chunks():
         kept = array("q")
         for i, rel in enumerate(chunk.to_pylist()):
             m = match(rel)
@@ -87,6 +83,15 @@ def scan_files(
     images["channel"] = images["channel"].map({c: schema.channel_id.format(channel=c) for c in images["channel"].unique()})
     check_unique(images, source)
     return SourceIndex(images.sort_values("path", ignore_index=True), sorted(ignored), ignored_count)
+
+
+def refuse_experiment_and_plate(schema: DatasetSchema, kind: str, experiment: str | None, plate: str | None) -> None:
+    """`--experiment` and `--plate` are for layouts whose paths do not name them; refuse them where paths do."""
+    if experiment is not None or plate is not None:
+        raise SourceError(
+            f"{schema.title} {kind} paths name the experiment and plate of every image; "
+            "--experiment and --plate are only for layouts whose paths do not (CPJUMP1)"
+        )
 
 
 def check_unique(images: pd.DataFrame, source: LocalSource) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from converters.decode import probe_dtype
 from converters.errors import SourceError
-from converters.layouts.files import IMAGE_COLUMNS, SourceIndex, check_unique
+from converters.layouts.files import IMAGE_COLUMNS, SourceIndex, check_unique, refuse_experiment_and_plate
 from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
 from converters.source import Listing, Source
@@ -71,11 +71,7 @@ def scan_tars(
     examples: int = 5,
 ) -> SourceIndex:
     """The images of every tar in `listing` whose path matches the schema's `tar_pattern`."""
-    if experiment is not None or plate is not None:
-        raise SourceError(
-            f"{schema.title} tar paths name the experiment and plate of every image; "
-            "--experiment and --plate are only for layouts whose paths do not (CPJUMP1)"
-        )
+    refuse_experiment_and_plate(schema, "tar", experiment, plate)
     tars, ignored = find_tars(listing, schema)
     if source.root is None:
         images, unmatched = expected_images(source, tars, schema, metadata), []

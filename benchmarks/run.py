@@ -201,15 +201,21 @@ class StageRSS:
 def run_platezarr(src: Path, out: Path, workers: int, zarr_path: bool = False, compression: str = "default") -> dict:
     """`converters.convert` with `compression`; also times its write stage and samples RSS per stage.
 
-    `zarr_path`: the same, with the direct shard writer off, so every shard goes through zarr-python's
-    `array[well] = block` (what platezarr did before converters/shard.py).
+    `zarr_path`: the same, with every shard written by zarr-python's `array[well] = block` instead of
+    encoded by converters/shard.py (what platezarr did before it).
     """
     import converters as pz
 
     if zarr_path:
-        import converters.write
+        import zarr
 
-        converters.write._layout = lambda output, group: None
+        from converters.formats.native import NativeFormat
+
+        def write_with_zarr(self, output, group: str, well_index: int, block: np.ndarray) -> None:
+            array = zarr.open_array(output.store, path=f"{group}/images", mode="r+", config={"write_empty_chunks": True})
+            array[well_index] = block
+
+        NativeFormat.write_well = write_with_zarr
 
     marks: dict[str, float] = {}
     rss = StageRSS()

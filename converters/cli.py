@@ -13,9 +13,13 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from converters.convert import Progress, Summary, convert, plan_only
+from converters.convert import Progress, Summary, plan_only, run_conversion
 from converters.errors import PlatezarrError
+from converters.export import EXPORT_FORMATS, run_export
+from converters.formats import FORMATS
 from converters.info import store_info
+from converters.options import ON_ERROR, Options
+from converters.profiles import DEFAULT, PROFILES
 from converters.schema import dataset_names
 
 
@@ -52,7 +56,7 @@ def parse_storage_options(value: str | None) -> dict | None:
     try:
         options = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}") from None
+        raise click.BadParameter(f"not JSON: {exc}") from exc
     if not isinstance(options, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"endpoint\": \"http://127.0.0.1:9000\"}'")
     return options
@@ -66,7 +70,13 @@ STORAGE_OPTIONS = click.option(
 
 
 def _fail(error: PlatezarrError) -> None:
+    """Print the error (and, with -v, what caused it) and exit 1."""
     click.echo(f"error: {error}", err=True)
+    if logging.getLogger("platezarr").isEnabledFor(logging.INFO):
+        cause = error.__cause__
+        while cause is not None:
+            click.echo(f"  caused by {type(cause).__module__}.{type(cause).__qualname__}: {cause}", err=True)
+            cause = cause.__cause__
     sys.exit(1)
 
 
@@ -86,8 +96,7 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"store      {summary['out']}  ({summary['dataset']}"
         f"{', detected from the file names' if summary.get('dataset_detected') else ''})",
-        f"contents   {summary['experiments']} experiments, {summary['plates']} plates, {summary['wells']} wells, "
-        f"{summary['sites']} sites, {summary['images']} images",
+        _contents(summary, ""),
         f"bytes      {summary['bytes_in']:,} in, {summary['bytes_out']:,} out, ratio {summary['ratio']}",
         f"time       {summary['seconds']} s, {summary['sites_per_second']} sites/s",
     ]
@@ -107,6 +116,19 @@ def format_summary(summary: dict) -> str:
 def main(verbose: bool) -> None:
     """Convert image-based screening datasets into one chunked Zarr v3 store read with xarray."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not verbose:  # dask.distributed logs its reconnection attempts with tracebacks; our error says what happened
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+def check_scheduler_option(value: str | None) -> str | None:
+    """The --scheduler address if it has the form of one, else a usage error saying what is wrong with it."""
+    from converters.errors import SchedulerError
+    from converters.execute import check_scheduler_address
+
+    try:
+        return None if value is None else check_scheduler_address(value)
+    except SchedulerError as error:
+        raise click.BadParameter(str(error)) from error
 
 
 @main.command("convert")
@@ -119,33 +141,35 @@ def main(verbose: bool) -> None:
 @click.option("--plate", help="Plate group for Phenix images without an Index.idx.xml (CPJUMP1: the barcode).")
 @STORAGE_OPTIONS
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel wells on this machine (default: one per core).")
-@click.option("--scheduler", metavar="ADDRESS", help="Run the wells on this dask.distributed scheduler (tcp://host:8786).")
+@click.option("--scheduler", metavar="ADDRESS", callback=lambda c, p, v: check_scheduler_option(v),
+              help="Run the wells on this dask.distributed scheduler (tcp://host:8786); wait for it "
+                   "$PLATEZARR_SCHEDULER_TIMEOUT seconds (default 20).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing platezarr store at OUT instead of resuming it.")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+@click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True,
               help="Stop at the first bad image, or record it (present=False) and go on.")
-@click.option("--compression", type=click.Choice(["default", "compact"]), default="default", show_default=True,
-              help="default: zstd, read by plain zarr; compact: JPEG-LS lossless, about 0.6x the bytes, "
-                   "read where platezarr is installed.")
+@click.option("--compression", type=click.Choice(list(PROFILES)), default=DEFAULT, show_default=True,
+              help="; ".join(f"{p.name}: {p.help}" for p in PROFILES.values()) + ".")
+@click.option("--format", "store_format", type=click.Choice(list(FORMATS)), default="native", show_default=True,
+              help="native: the platezarr store; ome-zarr: OME-NGFF 0.5 HCS plates for napari, vizarr and OME tools.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (counts, gaps, estimated bytes) and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or plan) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert_command(src: str, out: str, dataset: str | None, metadata: str | None, embeddings: str | None,
                     experiment: str | None, plate: str | None, storage_options: dict | None, workers: int | None,
-                    scheduler: str | None, overwrite: bool, on_error: str, compression: str, dry_run: bool, as_json: bool,
-                    no_progress: bool) -> None:
+                    scheduler: str | None, overwrite: bool, on_error: str, compression: str, store_format: str,
+                    dry_run: bool, as_json: bool, no_progress: bool) -> None:
     """Convert the dataset in folder SRC into the store OUT; re-running on an interrupted OUT resumes it."""
     if workers and scheduler:
         raise click.UsageError("--workers and --scheduler exclude each other: the cluster has its own workers")
     bar = ProgressBar(not no_progress and not as_json)
     try:
+        options = Options(dataset=dataset, metadata=metadata, embeddings=embeddings, experiment=experiment, plate=plate,
+                          compression=compression, storage_options=storage_options, workers=workers,
+                          scheduler=scheduler, overwrite=overwrite, on_error=on_error, format=store_format)
         if dry_run:
-            plan = plan_only(src, dataset, metadata, embeddings=embeddings, compression=compression,
-                             experiment=experiment, plate=plate, progress=bar, storage_options=storage_options)
+            plan = plan_only(src, options, progress=bar)
         else:
-            summary = convert(src, out, dataset, metadata, embeddings=embeddings, compression=compression,
-                              experiment=experiment, plate=plate, workers=workers, scheduler=scheduler,
-                              storage_options=storage_options,
-                              overwrite=overwrite, on_error=on_error, progress=bar)
+            summary = run_conversion(src, out, options, progress=bar)
     except PlatezarrError as error:
         bar.close()
         _fail(error)
@@ -161,12 +185,17 @@ def format_plan(plan: dict) -> str:
     lines = [
         f"dataset    {plan['dataset']}{' (detected from the file names)' if plan.get('dataset_detected') else ''}"
         f"  (source {plan['source']}, metadata {plan['metadata']})",
-        f"contents   {plan['experiments']} experiments, {plan['plates']} plates, {plan['wells']} wells, "
-        f"{plan['sites']} sites, {len(plan['channels'])} channels ({', '.join(plan['channels'])}), {plan['images']} images",
+        _contents(plan, f"{len(plan['channels'])} channels ({', '.join(plan['channels'])}), "),
         f"store      {plan['dtype']} {plan['image_shape']}, chunks {plan['chunks']}, shards {plan['shards']}, {plan['codec']}",
         f"bytes      {plan['source_bytes']:,} in, about {plan['estimated_output_bytes']:,} out (estimate)",
     ]
     return "\n".join(lines + _gaps(plan)) + "\nnothing written (dry run)"
+
+
+def _contents(report: dict, channels: str) -> str:
+    """The `contents` line of a summary or plan: how many of each level, and of images."""
+    return (f"contents   {report['experiments']} experiments, {report['plates']} plates, {report['wells']} wells, "
+            f"{report['sites']} sites, {channels}{report['images']} images")
 
 
 def _gaps(report: dict) -> list[str]:
@@ -180,6 +209,38 @@ def _gaps(report: dict) -> list[str]:
 def _print_summary(summary: Summary, as_json: bool) -> None:
     data = summary.as_dict()
     click.echo(json.dumps(data, indent=2) if as_json else format_summary(data))
+
+
+@main.command("export")
+@click.argument("store")
+@click.argument("out")
+@click.option("--format", "store_format", type=click.Choice(EXPORT_FORMATS), default="ome-zarr", show_default=True,
+              help="The format to write: OME-NGFF 0.5 HCS plates.")
+@click.option("--plates", multiple=True, metavar="EXP/PLATE",
+              help="Export only this plate group (repeat the option, or separate them by commas); default: all.")
+@STORAGE_OPTIONS
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel wells on this machine (default: one per core).")
+@click.option("--scheduler", metavar="ADDRESS", callback=lambda c, p, v: check_scheduler_option(v),
+              help="Run the wells on this dask.distributed scheduler (tcp://host:8786).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export at OUT instead of resuming it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def export_command(store: str, out: str, store_format: str, plates: tuple[str, ...], storage_options: dict | None,
+                   workers: int | None, scheduler: str | None, overwrite: bool, as_json: bool, no_progress: bool) -> None:
+    """Write the plates of the platezarr store STORE as OME-Zarr into OUT; re-running on an interrupted OUT resumes it."""
+    if workers and scheduler:
+        raise click.UsageError("--workers and --scheduler exclude each other: the cluster has its own workers")
+    chosen = [p.strip() for value in plates for p in value.split(",") if p.strip()]
+    bar = ProgressBar(not no_progress and not as_json)
+    try:
+        options = Options(format=store_format, storage_options=storage_options, workers=workers, scheduler=scheduler,
+                          overwrite=overwrite)
+        summary = run_export(store, out, options, chosen or None, progress=bar)
+    except PlatezarrError as error:
+        bar.close()
+        _fail(error)
+    bar.close()
+    _print_summary(summary, as_json)
 
 
 @main.command("info")
@@ -239,7 +300,7 @@ def demo_command(out: str, no_progress: bool) -> None:
 
     bar = ProgressBar(not no_progress)
     try:
-        summary, source = run_demo(Path(out), progress=bar)
+        summary, source, pictures = run_demo(Path(out), progress=bar)
     except PlatezarrError as error:
         bar.close()
         _fail(error)
@@ -254,6 +315,68 @@ def demo_command(out: str, no_progress: bool) -> None:
         f"  python -c \"import converters as pz; print(pz.open_sites('{out}'))\"\n"
         f"  platezarr info {out}"
     )
+    click.echo(f"\npictures of a site and a plate: {', '.join(map(str, pictures))} (platezarr show draws others)")
+
+
+@main.command("stats")
+@click.argument("out")
+@click.option("--table", metavar="FILE", help="Also write the pixel_stats table (one row per site and channel), "
+              "as CSV or parquet by FILE's extension.")
+@STORAGE_OPTIONS
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel wells on this machine (default: one per core).")
+@click.option("--scheduler", metavar="ADDRESS", callback=lambda c, p, v: check_scheduler_option(v),
+              help="Measure the wells on this dask.distributed scheduler (tcp://host:8786).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def stats_command(out: str, table: str | None, storage_options: dict | None, workers: int | None, scheduler: str | None,
+                  as_json: bool, no_progress: bool) -> None:
+    """Add pixel statistics to the store OUT if it has none (re-running resumes), and write the table."""
+    from converters.measure import compute_stats
+
+    if workers and scheduler:
+        raise click.UsageError("--workers and --scheduler exclude each other: the cluster has its own workers")
+    bar = ProgressBar(not no_progress and not as_json)
+    try:
+        report = compute_stats(out, table, workers=workers, scheduler=scheduler, storage_options=storage_options,
+                               progress=bar)
+    except PlatezarrError as error:
+        bar.close()
+        _fail(error)
+    bar.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    done = (f"measured {report['wells']} wells ({report['resumed_wells']} already measured by an interrupted run)"
+            if report["computed"] else "the store already has pixel statistics")
+    click.echo(f"{report['store']}: {done}")
+    if "table" in report:
+        click.echo(f"wrote {report['table']} ({report['table_rows']} rows, one per site and channel)")
+
+
+@main.command("show")
+@click.argument("out")
+@click.argument("target", metavar="EXP/PLATE[/WELL/SITE]")
+@click.option("-o", "--output", "picture", required=True, metavar="FILE.png", help="The PNG to write.")
+@click.option("--qc", metavar="STAT", help="A heat map of a per-well statistic instead of the montage: `present`, "
+              "or STAT:CHANNEL with STAT mean, std, min, max, p1, p50 or p99 (e.g. mean:w1).")
+@click.option("--channels", help="Channels to draw, by id or name, comma-separated (default: all but brightfield).")
+@click.option("--range", "ranges", type=click.Choice(["plate", "site", "fixed"]), default="plate", show_default=True,
+              help="Display range of each channel: the plate's pooled 50th-99.9th percentiles, the site's own, or "
+                   "the dataset's fixed one (rxrx1-utils' for RxRx).")
+@click.option("--grid", is_flag=True, help="A site's channels each on its own, as labelled tiles.")
+@STORAGE_OPTIONS
+def show_command(out: str, target: str, picture: str, qc: str | None, channels: str | None, ranges: str, grid: bool,
+                 storage_options: dict | None) -> None:
+    """Draw a site (EXP/PLATE/WELL/SITE) or a plate (EXP/PLATE) of the store OUT into a PNG."""
+    from converters.pictures import show
+
+    picked = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
+    try:
+        path, (width, height) = show(out, target, picture, qc=qc, channels=picked, ranges=ranges, grid=grid,
+                                     storage_options=storage_options)
+    except PlatezarrError as error:
+        _fail(error)
+    click.echo(f"wrote {path} ({width}x{height} pixels)")
 
 
 if __name__ == "__main__":

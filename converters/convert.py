@@ -5,38 +5,45 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
+import pyarrow as pa
 from zarr.abc.store import Store
 
 from converters.decode import probe_dtype
-from converters.detect import detect_dataset
+from converters.detect import detect_dataset, nothing_found
 from converters.embeddings import read_embeddings
+from converters.errors import SourceError
 from converters.execute import run_tasks
-from converters.finalize import LAYOUT_VERSION, index_table, write_index, write_present, write_root
+from converters.finalize import now, reported
+from converters.formats import format_for
 from converters.layouts import SCANNERS
-from converters.layouts.files import SourceIndex
-from converters.metadata import read_metadata
-from converters.errors import StoreError
-from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, check_output, storage_errors
-from converters.records import TEMPLATE_KEY, differences, finished_wells, plan_identity
-from converters.plan import EXAMPLES, Plan, StoreSettings, make_plan, parse_compression
-from converters.schema import DatasetSchema, load_schema
+from converters.layouts.files import Scan, SourceIndex
 from converters.location import local_copy
+from converters.lock import owning
+from converters.metadata import ORIGIN, read_metadata
+from converters.options import Options
+from converters.output import Output, check_output, storage_errors
+from converters.plan import Plan, StoreSettings, make_plan
+from converters.resume import keep_stored_chain, prepare
+from converters.schema import DatasetSchema, load_schema
 from converters.source import Listing, Source, open_source
 from converters.tasks import run_task
-from converters.template import plate_dataset, write_template
-from converters.version import __version__
-from converters.write import WellJob, WellResult
+from converters.write import WellJob, WellResult, WrittenWells, well_shape
+
+if TYPE_CHECKING:
+    from converters.formats import StoreFormat
 
 log = logging.getLogger("platezarr")
+PROBES = 9  # images whose header decides the store's bit depth
+Job = TypeVar("Job")
 
 
-@dataclass(frozen=True)
-class Progress:
+class Progress(NamedTuple):
     """A progress report: `done` of `total` units (files, sites) of one stage."""
 
     stage: str
@@ -53,12 +60,12 @@ class Summary:
     """What a conversion did, for people (`str`) and machines (`as_dict`)."""
 
     out: str
-    plan: dict
+    plan: dict[str, Any]
     seconds: float
     bytes_out: int
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         p = self.plan
         return {
             "out": self.out,
@@ -86,45 +93,69 @@ def _noop(_: Progress) -> None:
     return None
 
 
-def build_plan(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None, metadata: str | os.PathLike[str] | None = None,
-               progress: ProgressCallback = _noop, storage_options: dict | None = None,
-               *, experiment: str | None = None, plate: str | None = None,
-               embeddings: str | os.PathLike[str] | None = None, compression: str = "default") -> tuple[Plan, Source]:
+def build_plan(src: str | os.PathLike[str], options: Options = Options(),
+               progress: ProgressCallback = _noop) -> tuple[Plan, Source]:
     """Scan the source, the metadata and the embeddings and plan the store; reads one image header, no pixels."""
-    parse_compression(compression)
-    source = open_source(src, storage_options)
-    listing = Listing.of(source.walk())
+    source = open_source(src, options.storage_options)
+    listing = Listing.of(source.walk(on_error=options.on_error))
     progress(Progress("scan", len(listing), len(listing), "files"))
+    dataset = options.dataset
     if isinstance(dataset, DatasetSchema):
         schema = dataset
     else:
         schema = load_schema(dataset) if dataset else detect_dataset(source, listing)
     log.info("dataset %s (%s)", schema.name, "given" if dataset else "detected")
     table = None
-    if metadata is not None:
-        table = read_metadata(local_copy(metadata, storage_options), schema)
-        table.location = os.fspath(metadata) if "://" in os.fspath(metadata) else table.location
-    index = SCANNERS[schema.layout](source, listing, schema, experiment=experiment, plate=plate, metadata=table)
-    del listing  # a tuple per file: its names are in the index now
+    if options.metadata is not None:
+        table = read_metadata(local_copy(options.metadata, options.storage_options), schema)
+        table.location = _shown(options.metadata) or table.location
+        table.table = table.table.drop(columns=[ORIGIN])  # file:line of each row, for the reader's errors alone
+        _release_memory()
+    index = SCANNERS[schema.layout](Scan(source, listing, schema, options.experiment, options.plate, table))
+    if index.images.empty:
+        if table is None:
+            raise nothing_found(source, schema, listing)
+        log.warning("%s; planning from the metadata table alone", nothing_found(source, schema, listing))
+    del listing  # its names are in the index now
     vectors = None
-    if embeddings is not None:
-        shown = os.fspath(embeddings) if "://" in os.fspath(embeddings) else None
-        vectors = read_embeddings(local_copy(embeddings, storage_options), schema, shown)
+    if options.embeddings is not None:
+        vectors = read_embeddings(local_copy(options.embeddings, options.storage_options), schema,
+                                  _shown(options.embeddings))
     dtype = _store_dtype(source, schema, index)
-    settings = StoreSettings.default(schema, compression)
-    return make_plan(schema, index, source.url, table, dtype, settings, detected=dataset is None,
-                     embeddings=vectors), source
+    settings = StoreSettings.default(schema, options.compression, dtype)
+    plan = make_plan(schema, index, source.url, table, dtype, settings, detected=dataset is None, embeddings=vectors)
+    del index, table
+    _release_memory()
+    return plan, source
+
+
+def _release_memory() -> None:
+    """Hand back to the system what Arrow's allocator keeps of the columns freed since (it holds on to freed
+    memory for reuse, so a plan of millions of sites would otherwise keep the peak of its reading as it writes)."""
+    pa.default_memory_pool().release_unused()
+
+
+def _shown(location: str | os.PathLike[str]) -> str | None:
+    """How a remote table is named in messages and attributes: its URL, not the temporary copy read."""
+    return os.fspath(location) if "://" in os.fspath(location) else None
 
 
 def _store_dtype(source: Source, schema: DatasetSchema, index: SourceIndex) -> np.dtype:
-    """The schema's dtype, unless the images are deeper: a 16-bit release is stored as uint16, never cut."""
+    """The schema's dtype, unless the images are deeper: a 16-bit release is stored as uint16, never cut.
+
+    The images' depth is the one most of `PROBES` images spread over the source have, so that one odd
+    image decides nothing: it is refused (or skipped) by name when its well is written, as is a probed
+    image whose header is bad."""
     if index.dtype is not None:
-        probed = index.dtype
-    elif len(index.images):
-        first = index.images["path"].iloc[0]
-        probed = probe_dtype(source.read(first), source.path(first))
-    else:
-        return schema.dtype
+        return max(schema.dtype, index.dtype, key=lambda d: d.itemsize)
+    paths = index.images["path"]
+    depths: Counter[np.dtype] = Counter()
+    for rel in paths.iloc[np.unique(np.linspace(0, len(paths) - 1, min(PROBES, len(paths))).astype(int))]:
+        try:
+            depths[probe_dtype(source.read(rel), source.path(rel))] += 1
+        except SourceError as error:
+            log.info("bit depth not probed from %s", error)
+    probed = max(depths, key=lambda d: (depths[d], d.itemsize), default=schema.dtype)
     return max(schema.dtype, probed, key=lambda d: d.itemsize)
 
 
@@ -134,187 +165,69 @@ def convert(
     dataset: str | DatasetSchema | None = None,
     metadata: str | os.PathLike[str] | None = None,
     *,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    overwrite: bool = False,
-    on_error: str = "fail",
     progress: ProgressCallback = _noop,
-    storage_options: dict | None = None,
-    experiment: str | None = None,
-    plate: str | None = None,
-    embeddings: str | os.PathLike[str] | None = None,
-    compression: str = "default",
+    **options: Any,
 ) -> Summary:
     """Convert the dataset at `src` into a platezarr store at `out`, resuming an interrupted run there.
 
-    `workers` parallel wells locally, or every worker of the dask.distributed cluster at `scheduler`;
-    `on_error="skip"` records bad images (present=False) instead of stopping at the first one;
-    `storage_options` reach buckets (e.g. {"endpoint": URL} or {"skip_signature": True});
-    `embeddings` is Recursion's embeddings table (or folder of tables), attached to each plate;
-    `compression="compact"` stores JPEG-LS (about 0.6x the default's bytes; readers need platezarr).
+    `options` are those of `converters.options.Options`: `workers` parallel wells locally, or every
+    worker of the dask.distributed cluster at `scheduler`; `on_error="skip"` records bad images
+    (present=False) instead of stopping at the first one; `storage_options` reach buckets (e.g.
+    {"endpoint": URL}); `embeddings` is Recursion's embeddings table, attached to each plate;
+    `compression="compact"` stores JPEG-LS (about 0.6x the default's bytes; readers need platezarr);
+    `format="ome-zarr"` writes OME-NGFF 0.5 HCS plates for viewers instead (docs/viewing.md).
     """
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    return run_conversion(src, out, Options(dataset=dataset, metadata=metadata, **options), progress)
+
+
+def run_conversion(src: str | os.PathLike[str], out: str | os.PathLike[str] | Store, options: Options,
+                   progress: ProgressCallback = _noop) -> Summary:
+    """`convert` with its options as one value: scan and plan, then write the plan (`write_plan`)."""
     started = time.perf_counter()
-    plan, source = build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate,
-                              embeddings=embeddings, compression=compression)
-    output = Output.open(out, storage_options=storage_options)
+    plan, source = build_plan(src, options, progress)
+    output = Output.open(out, storage_options=options.storage_options)
+    if plan.n_images == 0:
+        raise SourceError(f"{source.url}: not one image of the plan's {plan.n_sites} sites is in the source; "
+                          "nothing to convert (--dry-run shows the plan)")
     check_output(output, source.url)
-    identity = plan_identity(plan)
-    with storage_errors(output):
-        finished = prepare(output, plan, identity, overwrite)
-    job = WellJob(source, output, _well_shape(plan), plan.dtype.str, on_error)
-    results = Written(plan)
-    for result in finished.values():
-        results.add(result)
-    total = plan.n_sites
-    done = total - plan.wells_left(finished) * len(plan.schema.sites)
-    progress(Progress("write", done, total))
-    for written in run_tasks(run_task, job, plan.work(finished), workers or os.cpu_count() or 1, scheduler):
-        for result in written:
-            results.add(result)
-        done += len(written) * len(plan.schema.sites)
+    plan = keep_stored_chain(output, plan, options.overwrite)
+    fmt = format_for(options.format, plan)
+    job = WellJob(source, output, fmt, well_shape(plan), plan.dtype.str, options.on_error)
+    return write_plan(plan, output, fmt, options, run_task, job, progress, started)
+
+
+def write_plan(plan: Plan, output: Output, fmt: StoreFormat, options: Options,
+               task: Callable[[Job, Any], list[WellResult]], job: Job, progress: ProgressCallback,
+               started: float) -> Summary:
+    """Prepare the output (a fresh skeleton, or the wells a run of the same plan finished), run `task(job, ...)` on
+    each task left on the executor, finalize: the one write path of `convert` and `export` (converters/export.py)."""
+    with owning(output):
+        with storage_errors(output):
+            finished = prepare(output, plan, fmt, options.overwrite, now())
+        written = WrittenWells.empty(plan)
+        for result in finished.values():
+            written.add(result)
+        total = plan.n_sites
+        done = total - plan.wells_left(finished) * len(plan.schema.sites)
         progress(Progress("write", done, total))
-    progress(Progress("finalize", 0, 1, "steps"))
-    with storage_errors(output):
-        finalize(output, plan, results)
-    progress(Progress("finalize", 1, 1, "steps"))
-    return _summary(output, plan, results, resumed=len(finished), seconds=time.perf_counter() - started)
+        for results in run_tasks(task, job, plan.work(finished), options.parallel, options.scheduler):
+            for result in results:
+                written.add(result)
+            done += len(results) * len(plan.schema.sites)
+            progress(Progress("write", done, total))
+        if not any(mask.any() for mask in written.present.values()):  # e.g. tars planned from metadata, all lacking
+            raise SourceError(f"{plan.source}: not one of the {plan.n_images} planned images could be stored (all "
+                              "missing or skipped as bad); the store is left unfinished: check the source and metadata")
+        progress(Progress("finalize", 0, 1, "steps"))
+        with storage_errors(output):
+            fmt.finalize(output, plan, written)
+        progress(Progress("finalize", 1, 1, "steps"))
+    skipped = written.skipped()
+    extra = {"resumed_wells": len(finished), "skipped_images": {"count": len(skipped), "files": skipped}}
+    return Summary(output.location, reported(plan, written), time.perf_counter() - started, output.nbytes(), extra)
 
 
-def plan_only(src: str | os.PathLike[str], dataset: str | DatasetSchema | None = None,
-              metadata: str | os.PathLike[str] | None = None, progress: ProgressCallback = _noop,
-              storage_options: dict | None = None,
-              *, experiment: str | None = None, plate: str | None = None,
-              embeddings: str | os.PathLike[str] | None = None, compression: str = "default") -> dict:
+def plan_only(src: str | os.PathLike[str], options: Options = Options(), progress: ProgressCallback = _noop) -> dict[str, Any]:
     """The plan as plain data (what `--dry-run` prints); reads no pixels and writes nothing."""
-    return build_plan(src, dataset, metadata, progress, storage_options, experiment=experiment, plate=plate,
-                      embeddings=embeddings, compression=compression)[0].describe()
+    return build_plan(src, options, progress)[0].describe()
 
-
-def prepare(output: Output, plan: Plan, identity: dict, overwrite: bool) -> dict[tuple[str, int], WellResult]:
-    """Make the output ready: a fresh template, or the wells an interrupted run of the same plan finished."""
-    meta = output.root_meta()
-    state = output.classify(meta)
-    if state == "foreign":
-        raise StoreError(f"{output.location} exists and is not a platezarr store; it is left untouched: choose another output")
-    if state != "absent" and overwrite:
-        output.clear()
-        state = "absent"
-    if state == "complete":
-        raise StoreError(f"{output.location} already holds a complete platezarr store; pass --overwrite to replace it")
-    if state != "absent":
-        attrs = (meta or {}).get("attributes", {})
-        stored = attrs.get(MARKER_ATTR, attrs.get(ROOT_ATTR, {})).get("plan", {})
-        changed = differences(stored, identity)
-        if changed:
-            raise StoreError(
-                f"{output.location} holds a conversion of a different plan ({'; '.join(changed)}); "
-                "pass --overwrite to start over, or choose another output"
-            )
-        if output.read_json(TEMPLATE_KEY) is not None:
-            output.delete_partials()
-            finished = finished_wells(output)
-            log.info("resuming %s: %d wells already written", output.location, len(finished))
-            return finished
-        output.clear()
-    marker = {"plan": identity, "started": _now(), "converter_version": __version__}
-    write_template(plan, output.store, marker)
-    output.write_json(TEMPLATE_KEY, {"plates": len(plan.plates)})
-    return {}
-
-
-class Written:
-    """What the written wells reported, kept small: each plate's present mask, filled in as wells finish,
-    and the results of only the wells with skipped or missing images (not a WellResult per well)."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.present = {p.group: np.zeros((len(p.wells), *_well_shape(plan)[:2]), dtype=bool) for p in plan.plates}
-        self.notes: dict[tuple[str, int], WellResult] = {}
-
-    def add(self, result: WellResult) -> None:
-        self.present[result.group][result.well_index] = result.present
-        if result.skipped or result.missing:
-            self.notes[(result.group, result.well_index)] = result
-
-
-def finalize(output: Output, plan: Plan, results: Written) -> None:
-    """Present masks, the index, then the root attribute and consolidated metadata: the store is complete."""
-    present = results.present
-    for group, mask in present.items():
-        write_present(output.store, group, mask)
-    table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, present)
-    write_index(output.store, table)
-    attrs = root_attrs(plan, _reported(plan, results.notes), len(table), _skipped(results.notes))
-    write_root(output.store, attrs | {"plan": plan_identity(plan)})
-    output.delete(RECORDS)
-
-
-def _well_shape(plan: Plan) -> tuple[int, int, int, int]:
-    schema = plan.schema
-    return (len(schema.sites), len(schema.channels), *schema.image_shape)
-
-
-def _skipped(results: dict[tuple[str, int], WellResult]) -> list[dict[str, str]]:
-    return [{"file": f, "reason": r} for key in sorted(results) for f, r in results[key].skipped]
-
-
-def _summary(output: Output, plan: Plan, results: Written, resumed: int, seconds: float) -> Summary:
-    skipped = _skipped(results.notes)
-    extra = {"resumed_wells": resumed, "skipped_images": {"count": len(skipped), "files": skipped}}
-    return Summary(output.location, _reported(plan, results.notes), seconds, output.nbytes(), extra)
-
-
-def _reported(plan: Plan, results: dict[tuple[str, int], WellResult]) -> dict:
-    """The plan as data, with the images found missing only while writing (tars planned from metadata) counted in."""
-    data = plan.describe()
-    found = [name for key in sorted(results) for name in results[key].missing]
-    if found:
-        planned = data["missing_images"]
-        data["missing_images"] = {"count": planned["count"] + len(found), "examples": (planned["examples"] + found)[:EXAMPLES]}
-        data["images"] -= len(found)
-    return data
-
-
-def root_attrs(plan: Plan, described: dict, n_index: int, skipped: list[dict[str, str]]) -> dict:
-    """The root `platezarr` attribute (SPEC.md, store layout v1); its presence marks the store complete."""
-    return {
-        "layout_version": LAYOUT_VERSION,
-        "dataset": plan.schema.name,
-        "title": plan.schema.title,
-        "channels": plan.channel_attrs(),
-        "image_shape": list(plan.schema.image_shape),
-        "dtype": str(plan.dtype),
-        "sites": list(plan.schema.sites),
-        "pixel_size_um": plan.pixel_size_um,
-        "chunks": described["chunks"],
-        "shards": described["shards"],
-        "compression": described["compression"],
-        "codec": described["codec"],
-        "converter_version": __version__,
-        "created": _now(),
-        "counts": {k: described[k] for k in ("experiments", "plates", "wells", "sites", "images")} | {"index_rows": n_index},
-        "missing_images": described["missing_images"],
-        "skipped_images": {"count": len(skipped), "examples": skipped[:5]},
-        "embeddings": _embeddings_attrs(described),
-        "source": {
-            "url": plan.source,
-            "layout": plan.schema.layout,
-            "metadata": plan.metadata_location,
-            "metadata_format": plan.metadata_format,
-            "bytes": plan.source_bytes,
-            **plan.source_details,
-        },
-    }
-
-
-def _embeddings_attrs(described: dict) -> dict | None:
-    """Where the embeddings came from, and their rows with no site in the store and sites with no row."""
-    if described["embeddings"] is None:
-        return None
-    gaps = {k: v for k, v in described.items() if k == "embeddings_without_sites" or k.endswith("_without_embeddings")}
-    return described["embeddings"] | gaps
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

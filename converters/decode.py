@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
+import threading
 from dataclasses import dataclass
 
 import imagecodecs
@@ -16,6 +18,26 @@ from converters.errors import SourceError
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+
+log = logging.getLogger("platezarr")
+_decoding = threading.local()  # `where`: the file this thread is decoding, named in the codec's warnings
+
+
+class _NameTheFile(logging.Filter):
+    """Re-logs imagecodecs' warnings (libpng's, e.g. a bad ancillary chunk CRC) raised while `decode_image` decodes
+    a file on the platezarr logger, naming that file, and drops the anonymous original; other records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        where = getattr(_decoding, "where", None)
+        if where is None:
+            return True
+        # libpng fails on any damage to the pixels (critical chunk CRC, zlib checksum, missing data), so a warning
+        # concerns an ancillary chunk or trailing bytes: the pixels are kept, and the user told which file it was
+        log.warning("%s: %s (the pixels are intact; re-save the file to silence this)", where, record.getMessage())
+        return False
+
+
+logging.getLogger("imagecodecs").addFilter(_NameTheFile())
 
 
 @dataclass(frozen=True)
@@ -56,19 +78,19 @@ def tiff_header(data: bytes, where: str) -> ImageHeader:
     """Size, sample type and layout from a TIFF's first image directory (tags only, no pixel data)."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            page = tif.pages[0]
+            page = tif.pages.first
             pages = len(tif.pages)
             height, width, dtype = page.imagelength, page.imagewidth, page.dtype
             samples, photometric = page.samplesperpixel, page.photometric
     except Exception as exc:  # tifffile raises many error types for malformed headers
-        raise SourceError(f"{where}: not a readable TIFF header ({exc}); re-download it") from None
+        raise SourceError(f"{where}: not a readable TIFF header ({exc}); re-download it") from exc
     if dtype is None or dtype.kind != "u" or dtype.itemsize not in (1, 2):
         raise SourceError(f"{where}: TIFF samples are {dtype}; only 8- and 16-bit unsigned images are supported")
     problem = ""
     if pages != 1:
         problem = f"TIFF holds {pages} images, expected one image per file"
     elif samples != 1 or photometric != tifffile.PHOTOMETRIC.MINISBLACK:
-        problem = f"TIFF is {photometric.name} with {samples} samples per pixel, expected grayscale"
+        problem = f"TIFF is {tifffile.PHOTOMETRIC(photometric).name} with {samples} samples per pixel, expected grayscale"
     return ImageHeader(int(height), int(width), np.dtype(dtype.char), "TIFF", problem)
 
 
@@ -91,16 +113,25 @@ def decode_image(data: bytes, where: str, shape: tuple[int, int], dtype: np.dtyp
     """The pixels of a grayscale PNG or TIFF of exactly `shape` and `dtype`; anything else raises naming the file."""
     header = image_header(data, where)
     _check(header, where, shape, dtype)
+    _decoding.where = where
     try:
         if header.format == "PNG":
-            pixels = imagecodecs.png_decode(data)
+            pixels = _gray(imagecodecs.png_decode(data))
         else:
             pixels = tifffile.imread(io.BytesIO(data), key=0)
     except Exception as exc:  # the codecs raise their own error types
-        raise SourceError(f"{where}: corrupt {header.format} ({exc}); re-download it") from None
+        raise SourceError(f"{where}: corrupt {header.format} ({exc}); re-download it") from exc
+    finally:
+        _decoding.where = None
     if pixels.shape != tuple(shape) or pixels.dtype.newbyteorder("=") != dtype:
         raise SourceError(f"{where}: decoded to {pixels.shape} {pixels.dtype}, expected {shape} {dtype}")
     return pixels.astype(dtype, copy=False)
+
+
+def _gray(pixels: np.ndarray) -> np.ndarray:
+    """The gray values of a decoded grayscale PNG: libpng expands a `tRNS` chunk (a transparent gray value) into an
+    alpha plane, which means nothing here; the gray plane beside it holds the file's exact pixels."""
+    return np.ascontiguousarray(pixels[..., 0]) if pixels.ndim == 3 and pixels.shape[2] == 2 else pixels
 
 
 def probe_dtype(data: bytes, where: str) -> np.dtype:

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from converters.convert import ProgressCallback, Summary, convert
 from converters.demo_data import write_demo_dataset
 from converters.errors import StoreError
 from converters.output import is_platezarr_store
+from converters.pictures import plate_montage, png_bytes, site_rgb
+
+DEMO_PLATE, DEMO_WELL = "HUVEC-01/Plate1", "B02"
 
 
-def run_demo(out: Path, progress: ProgressCallback | None = None) -> tuple[Summary, Path]:
-    """Write the demo source to `<out stem>-source/` and convert it into `out` (replacing an earlier demo)."""
+class Demo(NamedTuple):
+    """What `platezarr demo` made: the conversion's summary, the drawn source, and the site and plate pictures."""
+
+    summary: Summary
+    source: Path
+    pictures: list[Path]
+
+
+def run_demo(out: Path, progress: ProgressCallback | None = None) -> Demo:
+    """Write the demo source to `<out stem>-source/`, convert it into `out` (replacing an earlier demo), and draw
+    a site and a plate of it beside `out` (`<out stem>-site.png`, `<out stem>-plate.png`)."""
     source = out.with_name(f"{out.stem}-source")
     if source.exists():
         if not (source / "metadata.csv").is_file():
@@ -20,5 +33,9 @@ def run_demo(out: Path, progress: ProgressCallback | None = None) -> tuple[Summa
         shutil.rmtree(source)
     images, metadata = write_demo_dataset(source)
     overwrite = out.exists() and is_platezarr_store(out.resolve())
-    kwargs = {"progress": progress} if progress else {}
-    return convert(images, out, "rxrx1_demo", metadata, overwrite=overwrite, **kwargs), source
+    reports = {"progress": progress} if progress else {}
+    summary = convert(images, out, "rxrx1_demo", metadata, overwrite=overwrite, **reports)
+    site, plate = out.with_name(f"{out.stem}-site.png"), out.with_name(f"{out.stem}-plate.png")
+    site.write_bytes(png_bytes(site_rgb(out, DEMO_PLATE, DEMO_WELL, 1)))
+    plate.write_bytes(png_bytes(plate_montage(out, DEMO_PLATE, cell=32)))
+    return Demo(summary, source, [site, plate])

@@ -37,8 +37,8 @@ def _box_blur(img: np.ndarray, r: int = 1) -> np.ndarray:
     """Separable (2r+1)-box blur over the last two axes with edge padding (no scipy needed)."""
     k, (h, w) = 2 * r + 1, img.shape[-2:]
     p = np.pad(img, [(0, 0)] * (img.ndim - 2) + [(r, r), (r, r)], mode="edge")
-    rows = sum(p[..., i:i + h, :] for i in range(k)) / k
-    return sum(rows[..., j:j + w] for j in range(k)) / k
+    rows = np.sum([p[..., i:i + h, :] for i in range(k)], axis=0) / k
+    return np.sum([rows[..., j:j + w] for j in range(k)], axis=0) / k
 
 
 def draw_site(rng: np.random.Generator, size: int) -> np.ndarray:

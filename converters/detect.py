@@ -7,6 +7,8 @@ give tell RxRx2 (w1–w6) from RxRx19a (w1–w5). RxRx3 is found by its plate ta
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -15,6 +17,8 @@ from converters.errors import SourceError
 from converters.layouts.tars import tar_sample
 from converters.schema import DatasetSchema, dataset_names, load_schema
 from converters.source import Listing, Source
+
+HINT_FILES = 10_000  # file names tried against every dataset's pattern for a hint when nothing matched
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def _found(source: Source, listing: Listing, schema: DatasetSchema,
                  frozenset(int(s) for s in sites), headers[first])
 
 
-def _scan(listing: Listing, match,
+def _scan(listing: Listing, match: Callable[[str], re.Match[str] | None],
           groups: tuple[str, ...]) -> tuple[tuple[str, int], set[str], set[str]] | None:
     """The first matching (path, size), and the sites and channels the matching names give (none for tars)."""
     first, sites, channels = None, set(), set()
@@ -125,3 +129,31 @@ def _seen(found: Found) -> str:
 
 def _span(values: tuple[int, ...]) -> str:
     return f"{values[0]}-{values[-1]}" if len(values) > 1 else str(values[0])
+
+
+def nothing_found(source: Source, schema: DatasetSchema, listing: Listing) -> SourceError:
+    """The error of a source in which not one image of `schema` was found: what was looked for, what was
+    found, and where the images may be instead."""
+    pattern = (schema.tar_pattern or schema.path_pattern).pattern
+    names = [rel for rel, _ in islice(listing, HINT_FILES)]
+    found = f"{len(listing)} files, none matching, e.g. {', '.join(names[:3])}" if names else "no files at all"
+    return SourceError(f"{source.url}: not one {schema.title} image found: looked for paths matching {pattern}; "
+                       f"found {found}{_elsewhere(source, schema, names)}")
+
+
+def _elsewhere(source: Source, schema: DatasetSchema, names: list[str]) -> str:
+    """A hint: the names are another dataset's, or the images sit one folder up or down from the source."""
+    url = source.url.rstrip("/")
+    parent, _, folder = url.rpartition("/")
+    for name in dataset_names():
+        other = load_schema(name)
+        match = (other.tar_pattern or other.path_pattern).match
+        for rel in names:
+            inner = rel.split("/", 1)
+            if name != schema.name and match(rel):
+                return f"; these are {other.title} names: pass --dataset {name}"
+            if name == schema.name and folder and match(f"{folder}/{rel}"):
+                return f"; they match one folder up: pass {parent or '/'} as the source"
+            if name == schema.name and len(inner) == 2 and match(inner[1]):
+                return f"; they match one folder down: pass {url}/{inner[0]} as the source"
+    return "; check the source folder and --dataset"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import warnings
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import xarray as xr
-import zarr
+from zarr.abc.store import Store
 from zarr.codecs import ZstdCodec
 
 from converters.errors import MetadataError
@@ -32,6 +32,7 @@ from converters.wells import normalize_well
 ID_COLUMNS = {"site": ("site_id", ["experiment", "plate", "well", "site"]), "well": ("well_id", ["experiment", "plate", "well"])}
 SUFFIXES = (".csv", ".parquet")
 CHUNK_BYTES = 4 << 20  # wells per chunk of the embeddings array: about 4 MiB of float32
+KEY_NUMBER = re.compile(r"[0-9]{1,19}")  # a plate or site number in an id, then checked to fit int64
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _read_file(path: Path) -> tuple[pa.Table, str, list[str]]:
             table = pq.read_table(path)
             level = _level(table.column_names, path)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"{path}: not a readable embeddings table: {exc}") from None
+        raise MetadataError(f"{path}: not a readable embeddings table: {exc}") from exc
     id_column = ID_COLUMNS[level][0]
     features = [name for name in table.column_names if name != id_column]
     for name in features:
@@ -150,23 +151,26 @@ def _parse_ids(ids: np.ndarray, columns: list[str], origins: list[str], schema: 
                id_column: str) -> pd.DataFrame:
     """Split `HUVEC-1_1_AA03_1` into experiment, plate, well, site (from the right: experiments may hold `_`)."""
     parts = pd.Series(ids, dtype=object).str.rsplit("_", n=len(columns) - 1, expand=True)
+    numbers = [c for c in ("plate", "site") if c in columns and (c == "site" or schema.key_dtype("plate") != "str")]
 
     def refuse(i: int) -> MetadataError:
         shape, example = {"site_id": ("_site", "HUVEC-1_1_AA03_1"), "well_id": ("", "gene-079_8_H29")}[id_column]
-        return MetadataError(f"{origins[i]}: {id_column} {ids[i]!r} is not experiment_plate_well{shape} like {example!r}")
+        whole = f" ({' and '.join(numbers)}: whole numbers below 2**63)" if numbers else ""
+        return MetadataError(
+            f"{origins[i]}: {id_column} {ids[i]!r} is not experiment_plate_well{shape} like {example!r}{whole}"
+        )
 
     bad = parts.isna().any(axis=1) if parts.shape[1] == len(columns) else pd.Series(True, index=parts.index)
     if bad.any():
         raise refuse(int(np.flatnonzero(bad.to_numpy())[0]))
     keys = parts.set_axis(columns, axis=1)
-    numbers = [c for c in ("plate", "site") if c in keys and (c == "site" or schema.key_dtype("plate") != "str")]
     for i, row in enumerate(keys.itertuples(index=False)):
         try:
             normalize_well(row.well)
-            for name in numbers:
-                int(getattr(row, name))
         except ValueError:
             raise refuse(i) from None
+        if not all(KEY_NUMBER.fullmatch(v) and int(v) < 2**63 for v in (getattr(row, name) for name in numbers)):
+            raise refuse(i)
     keys["well"] = [normalize_well(w) for w in keys["well"]]
     keys = keys.astype({name: "int64" for name in numbers})
     dup = keys.duplicated(keep=False).to_numpy()
@@ -176,7 +180,7 @@ def _parse_ids(ids: np.ndarray, columns: list[str], origins: list[str], schema: 
     return keys
 
 
-def write_embeddings(store: zarr.abc.store.Store, group: str, values: np.ndarray, table: EmbeddingsTable) -> None:
+def write_embeddings(store: Store, group: str, values: np.ndarray, table: EmbeddingsTable) -> None:
     """The plate's `embeddings` array and its `feature` coordinate, read back with plain xarray."""
     dims = ("well", "site", "feature") if values.ndim == 3 else ("well", "feature")
     per_well = max(1, int(np.prod(values.shape[1:])) * 4)
@@ -185,7 +189,5 @@ def write_embeddings(store: zarr.abc.store.Store, group: str, values: np.ndarray
                             "NaN where the table has no row"}
     ds = xr.Dataset({"embeddings": (dims, values, attrs)},
                     coords={"feature": ("feature", np.array(table.features, dtype=object), {"description": "Feature column"})})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        ds.to_zarr(store, group=group, mode="a", zarr_format=3, consolidated=False,
-                   encoding={"embeddings": {"chunks": chunks, "compressors": [ZstdCodec(level=3)]}})
+    ds.to_zarr(store, group=group, mode="a", zarr_format=3, consolidated=False,
+               encoding={"embeddings": {"chunks": chunks, "compressors": [ZstdCodec(level=3)]}})

@@ -21,3 +21,15 @@ class MetadataError(PlatezarrError, ValueError):
 
 class StoreError(PlatezarrError, OSError):
     """The output store cannot be written, or is not a complete platezarr store."""
+
+
+class OptionError(PlatezarrError, ValueError):
+    """An option of a conversion or a reader has a value it cannot take."""
+
+
+class SchedulerError(PlatezarrError):
+    """The dask.distributed scheduler address is malformed, or no scheduler answers there in time."""
+
+
+class BucketError(PlatezarrError):
+    """A bucket cannot be reached or refuses access, or the storage options to reach it are wrong."""

@@ -1,4 +1,4 @@
-"""Finish the store: present masks, the whole-store index, root attributes, consolidated metadata.
+"""Finish the native store: present masks, the whole-store index, root attributes, consolidated metadata.
 
 The root `platezarr` attribute and the consolidated metadata are written last, so a store reads as
 complete only when every well is in it.
@@ -6,22 +6,30 @@ complete only when every well is in it.
 
 from __future__ import annotations
 
-import warnings
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from zarr.abc.store import Store
 
-from converters.output import MARKER_ATTR, ROOT_ATTR
-from converters.plan import Plan
-from converters.template import strings
+from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
+from converters.plan import EXAMPLES, Plan
+from converters.resume import plan_identity
+from converters.statstore import finish_stats
+from converters.template import plate_dataset, strings
+from converters.version import __version__
+
+if TYPE_CHECKING:
+    from converters.write import WrittenWells
 
 LAYOUT_VERSION = 1
 INDEX_GROUP = "index"
 
 
-def write_present(store: zarr.abc.store.Store, group: str, present: np.ndarray) -> None:
+def write_present(store: Store, group: str, present: np.ndarray) -> None:
     zarr.open_array(store, path=f"{group}/present", mode="r+")[...] = present
 
 
@@ -52,28 +60,95 @@ def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_index(store: zarr.abc.store.Store, table: pd.DataFrame) -> None:
+def write_index(store: Store, table: pd.DataFrame) -> None:
     """The root `index` group (dim `sample`): the whole metadata table in one read."""
     data = {}
     for name in table.columns:
         values = table[name]
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
         data[name] = ("sample", strings(values) if text else values.to_numpy())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        whole = {name: {"chunks": (max(len(table), 1),)} for name in data}  # one read per column
-        xr.Dataset(coords=data).to_zarr(store, group=INDEX_GROUP, mode="w", zarr_format=3, consolidated=False,
-                                        encoding=whole)
-        zarr.consolidate_metadata(store, path=INDEX_GROUP)  # readers open the index without the whole tree
+    whole = {name: {"chunks": (max(len(table), 1),)} for name in data}  # one read per column
+    xr.Dataset(coords=data).to_zarr(store, group=INDEX_GROUP, mode="w", zarr_format=3, consolidated=False,
+                                    encoding=whole)
+    zarr.consolidate_metadata(store, path=INDEX_GROUP)  # readers open the index without the whole tree
 
 
-def write_root(store: zarr.abc.store.Store, attrs: dict) -> None:
+def write_root(store: Store, attrs: dict) -> None:
     """Mark the store complete and consolidate: the last two writes of a conversion."""
     root = zarr.open_group(store, mode="r+")
     current = dict(root.attrs)
     current.pop(MARKER_ATTR, None)
     current[ROOT_ATTR] = attrs
     root.attrs.put(current)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        zarr.consolidate_metadata(store)
+    zarr.consolidate_metadata(store)
+
+
+def finish_store(output: Output, plan: Plan, written: WrittenWells) -> None:
+    """Present masks, pixel statistics, the index, then the root attribute and consolidated metadata: the store is
+    complete."""
+    for group, mask in written.present.items():
+        write_present(output.store, group, mask)
+    table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, written.present)
+    pixel_stats = finish_stats(output.store, written.stats, table, output.location)
+    write_index(output.store, table)
+    skipped = written.skipped()
+    attrs = root_attrs(plan, reported(plan, written), len(table), skipped)
+    write_root(output.store, attrs | {"plan": plan_identity(plan)} | pixel_stats)
+    output.delete(RECORDS)
+
+
+def reported(plan: Plan, written: WrittenWells) -> dict[str, Any]:
+    """The plan as data, counting only the images stored: those found missing while writing (tars planned from
+    metadata) are counted in the missing ones, and bad images skipped are not counted as images."""
+    data = plan.describe()
+    found = written.missing()
+    if found:
+        planned = data["missing_images"]
+        data["missing_images"] = {"count": planned["count"] + len(found), "examples": (planned["examples"] + found)[:EXAMPLES]}
+    data["images"] -= len(found) + len(written.skipped())
+    return data
+
+
+def root_attrs(plan: Plan, described: dict[str, Any], n_index: int, skipped: list[dict[str, str]]) -> dict[str, Any]:
+    """The root `platezarr` attribute (SPEC.md, store layout v1); its presence marks the store complete."""
+    return {
+        "layout_version": LAYOUT_VERSION,
+        "dataset": plan.schema.name,
+        "title": plan.schema.title,
+        "channels": plan.channel_attrs(),
+        "image_shape": list(plan.schema.image_shape),
+        "dtype": str(plan.dtype),
+        "sites": list(plan.schema.sites),
+        "pixel_size_um": plan.pixel_size_um,
+        "chunks": described["chunks"],
+        "shards": described["shards"],
+        "compression": described["compression"],
+        "codec": described["codec"],
+        "converter_version": __version__,
+        "created": now(),
+        "counts": {k: described[k] for k in ("experiments", "plates", "wells", "sites", "images")} | {"index_rows": n_index},
+        "missing_images": described["missing_images"],
+        "skipped_images": {"count": len(skipped), "examples": skipped[:5]},
+        "embeddings": _embeddings_attrs(described),
+        "source": {
+            "url": plan.source,
+            "layout": plan.schema.layout,
+            "metadata": plan.metadata_location,
+            "metadata_format": plan.metadata_format,
+            "bytes": plan.source_bytes,
+            **plan.source_details,
+        },
+    }
+
+
+def _embeddings_attrs(described: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the embeddings came from, and their rows with no site in the store and sites with no row."""
+    if described["embeddings"] is None:
+        return None
+    gaps = {k: v for k, v in described.items() if k == "embeddings_without_sites" or k.endswith("_without_embeddings")}
+    return dict(described["embeddings"]) | gaps
+
+
+def now() -> str:
+    """The time in UTC, to the second, as ISO 8601: when a conversion started or a store was finished."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import imagecodecs
 import numpy as np
@@ -70,7 +70,7 @@ def decode_planes(data: bytes | memoryview, shape: tuple[int, ...], dtype: np.dt
     out = np.empty((n, *shape[-2:]), dtype=dtype)
     offset = 4 * (n + 1)
     for i, length in enumerate(lengths):
-        plane = imagecodecs.jpegls_decode(view[offset:offset + length])
+        plane = imagecodecs.jpegls_decode(cast(bytes, view[offset:offset + length]))  # a view: no copy
         if plane.shape != out.shape[1:] or plane.dtype != out.dtype:
             raise ValueError(f"{NAME} plane {i} decoded as {plane.dtype} {plane.shape}, expected {dtype} {shape[-2:]}")
         out[i] = plane
@@ -101,7 +101,7 @@ class JpeglsCodec(ArrayBytesCodec):
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         dtype = chunk_spec.dtype.to_native_dtype()
-        array = decode_planes(chunk_bytes.as_numpy_array(), chunk_spec.shape, dtype)
+        array = decode_planes(chunk_bytes.as_numpy_array().data, chunk_spec.shape, dtype)
         return chunk_spec.prototype.nd_buffer.from_numpy_array(array)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:

@@ -7,18 +7,22 @@ wrapper store that injects faults.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import zarr
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.common import concurrent_map
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, ObjectStore
 
@@ -28,7 +32,16 @@ from converters.location import parse_location
 ROOT_ATTR = "platezarr"
 MARKER_ATTR = "platezarr_conversion"
 RECORDS = "_platezarr"
+LOCK_KEY = f"{RECORDS}/lock.json"  # the lock of the conversion writing the store (converters/lock.py)
+REPLACING_KEY = f"{RECORDS}/replacing.json"  # an --overwrite under way (Output.clear)
+REPLACING = {"zarr_format": 3, "node_type": "group", "attributes": {MARKER_ATTR: {"replacing": True}}}
+# What an array's folder holds besides its zarr.json: chunk or shard keys (`c.0.1`, `c/0/1`, `c` if 0-d) and
+# the `.partial` files killed writes leave beside them; any node's folder may hold a `.partial` of its zarr.json.
+CHUNK_KEY = re.compile(r"c(?:[./]\d+)*(?:\.[0-9a-f]+\.partial)?")
+META_PARTIAL = re.compile(r"zarr(?:\.json)?\.[0-9a-f]+\.partial")
 State = Literal["absent", "foreign", "incomplete", "complete"]
+
+log = logging.getLogger("platezarr")
 
 
 @dataclass
@@ -62,26 +75,40 @@ class Output:
         return Path(self.store.root) if isinstance(self.store, LocalStore) else None
 
     def read_json(self, key: str) -> dict | None:
-        buffer = sync(self.store.get(key, prototype=default_buffer_prototype()))
+        """A small JSON record, or None if there is none; a BucketError if a bucket cannot be read."""
+        from converters.location import bucket_errors
+
+        with bucket_errors(self.location, f"read {key}", self.store):
+            buffer = sync(self.store.get(key, prototype=default_buffer_prototype()))
         return None if buffer is None else json.loads(buffer.to_bytes())
 
     def write_json(self, key: str, value: dict) -> None:
-        """Write a small JSON record; on a local store as one atomic file write, skipping zarr's event loop."""
-        data = json.dumps(value).encode()
+        """Write a small JSON record, atomically."""
+        self.write_bytes(key, [json.dumps(value).encode()])
+
+    def write_bytes(self, key: str, pieces: list[bytes]) -> None:
+        """Write one object whole: on a local store as one atomic file write (skipping zarr's event loop),
+        elsewhere as one PUT. A reader, or a killed run, sees all of it or none."""
         try:
             if self.local_path is not None and not self.store.read_only:
-                write_atomic(self.local_path / key, [data])
+                write_atomic(self.local_path / key, pieces)
             else:
-                sync(self.store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+                sync(self.store.set(key, default_buffer_prototype().buffer.from_bytes(b"".join(pieces))))
         except OSError as exc:
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{self.location}: cannot write {key}: {exc.strerror or exc}; free space or fix "
-                             "permissions, then re-run the same command to resume") from None
+                             "permissions, then re-run the same command to resume") from exc
 
     def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix`; a BucketError if a bucket cannot be listed."""
+        from converters.location import bucket_errors
+
         async def collect() -> list[str]:
             return [key async for key in self.store.list_prefix(prefix)]
 
-        return sync(collect())
+        with bucket_errors(self.location, "list the store", self.store):
+            return sync(collect())
 
     def root_meta(self) -> dict | None:
         """The root zarr.json, or None if there is none (or it is not JSON)."""
@@ -95,9 +122,15 @@ class Output:
         return self.classify(self.root_meta())
 
     def classify(self, meta: dict | None) -> State:
-        """The state of this store given its root zarr.json as already read (None: there is none)."""
+        """The state of this store given its root zarr.json as already read (None: there is none).
+
+        The lock of a running conversion counts for nothing, nor does the `.partial` file of a root zarr.json
+        whose write was killed, and a store an `--overwrite` emptied (`clear` deletes the root last) is absent,
+        whatever foreign files it kept.
+        """
         if meta is None:
-            return "absent" if not self.keys("") else "foreign"
+            keys = [key for key in self.keys("") if key != LOCK_KEY and not META_PARTIAL.fullmatch(key)]
+            return "absent" if not keys or REPLACING_KEY in keys else "foreign"
         attrs = meta.get("attributes", {}) if meta.get("node_type") == "group" else {}
         if ROOT_ATTR in attrs and "consolidated_metadata" in meta:
             return "complete"
@@ -106,8 +139,78 @@ class Output:
         return "foreign"
 
     def clear(self) -> None:
-        """Delete the whole store (only ever called on a store platezarr wrote)."""
-        self.delete("")
+        """Delete the platezarr store here, and only it: the nodes its zarr.json files list, and its records.
+
+        Resumable: a marker and a root that reads as unfinished go first, so a store half deleted is ours
+        and incomplete (`finish_replace` ends the job); each node goes children first, its zarr.json last,
+        and the root zarr.json last of all, so all that is left stays reachable from it. The lock, foreign
+        files and folders, and whatever a symlink leads to are kept, and named in a warning.
+        """
+        self.write_json(REPLACING_KEY, {"started": datetime.now(UTC).isoformat(timespec="seconds")})
+        kept: list[str] = []
+        if self.root_meta() is not None:
+            self.write_json("zarr.json", REPLACING)
+            sync(self._delete_below("", "group", kept))
+        self.delete(RECORDS, keep=(LOCK_KEY, REPLACING_KEY))
+        sync(self.store.delete("zarr.json"))
+        if kept:
+            log.warning("%s: --overwrite kept %d files or folders that are not part of the platezarr store: %s",
+                        self.location, len(kept), ", ".join(kept[:10]) + (", ..." if len(kept) > 10 else ""))
+
+    def finish_replace(self) -> None:
+        """Finish deleting a store an interrupted `--overwrite` left half done (see `clear`); else do nothing."""
+        if self.root_meta() == REPLACING:
+            self.clear()
+
+    async def _delete_below(self, path: str, node_type: str, kept: list[str]) -> None:
+        """Delete what the node at `path` holds: its child nodes if a group, its chunks if an array; note every
+        other entry, left alone, in `kept`."""
+        prefix = f"{path}/" if path else ""
+        ours: list[str] = []
+        for name in [name async for name in self.store.list_dir(path)]:
+            key = prefix + name
+            if name == "zarr.json" or key == RECORDS:
+                continue
+            if self._is_link(key):
+                kept.append(key)
+            elif META_PARTIAL.fullmatch(name):
+                ours.append(key)
+            elif node_type == "array" and name == "c":  # the folder of chunks with separator "/", or a 0-d chunk
+                for found in [k async for k in self.store.list_prefix(f"{key}/")] or [key]:
+                    (ours if CHUNK_KEY.fullmatch(found.removeprefix(prefix)) else kept).append(found)
+            elif node_type == "array" and CHUNK_KEY.fullmatch(name):
+                ours.append(key)
+            elif node_type == "group" and (child := await self._node_type(key)) is not None:
+                await self._delete_below(key, child, kept)
+                await self.store.delete(f"{key}/zarr.json")
+                self._prune(key)
+            else:
+                kept.append(key)
+        await delete_keys(self.store, ours)
+
+    async def _node_type(self, key: str) -> str | None:
+        """"group" or "array" if `key` is a Zarr node (it has a zarr.json saying so), else None."""
+        buffer = await self.store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())
+        try:
+            node_type = None if buffer is None else json.loads(buffer.to_bytes()).get("node_type")
+        except (ValueError, AttributeError):
+            return None
+        return node_type if node_type in ("group", "array") else None
+
+    def _is_link(self, key: str) -> bool:
+        return self.local_path is not None and (self.local_path / key).is_symlink()
+
+    def _prune(self, key: str) -> None:
+        """Remove the node folder `key` and the chunk folders in it if deleting left them empty (local stores)."""
+        if self.local_path is None:
+            return
+        folder = self.local_path / key
+        if not (folder / "c").is_symlink():
+            for sub, _, _ in os.walk(folder / "c", topdown=False):
+                with suppress(OSError):
+                    os.rmdir(sub)
+        with suppress(OSError):
+            folder.rmdir()
 
     def delete_partials(self) -> None:
         """Remove the `.partial` files a killed run left mid-write (local stores write shards that way)."""
@@ -115,12 +218,31 @@ class Output:
             for partial in self.local_path.rglob("*.partial"):
                 partial.unlink(missing_ok=True)
 
-    def delete(self, prefix: str) -> None:
-        """Delete every key under `prefix` ("" for all)."""
-        if self.local_path is not None:
-            shutil.rmtree(self.local_path / prefix, ignore_errors=True)
-        else:
-            sync(self.store.delete_dir(prefix))
+    def delete(self, prefix: str, keep: tuple[str, ...] = (LOCK_KEY,)) -> None:
+        """Delete every key under the folder `prefix` but those in `keep`, directly in it: by default the lock."""
+        if self.local_path is None:
+            sync(delete_keys(self.store, [key for key in self.keys(f"{prefix}/") if key not in keep]))
+            return
+        folder = self.local_path / prefix
+        for entry in [] if folder.is_symlink() or not folder.is_dir() else list(folder.iterdir()):
+            if f"{prefix}/{entry.name}" in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+async def delete_keys(store: Store, keys: list[str]) -> None:
+    """Delete `keys`: from a bucket in batches (one request per 1,000 keys), elsewhere as many at once as
+    zarr's async concurrency allows."""
+    if isinstance(store, ObjectStore):
+        import obstore
+
+        for start in range(0, len(keys), 1000):
+            await obstore.delete_async(store.store, keys[start:start + 1000])
+        return
+    await concurrent_map([(key,) for key in keys], store.delete, zarr.config.get("async.concurrency"))
 
 
 @contextmanager
@@ -132,13 +254,12 @@ def storage_errors(output: Output) -> Iterator[None]:
         if isinstance(exc, StoreError):
             raise
         raise StoreError(f"{output.location}: cannot write: {exc.strerror or exc}; free space or fix permissions, "
-                         "then re-run the same command to resume") from None
+                         "then re-run the same command to resume") from exc
 
 
 def check_output(output: Output, source: str) -> None:
-    """Refuse an output inside the source, or a local folder that cannot be created."""
-    if output.location == source.rstrip("/") or output.location.startswith(source.rstrip("/") + "/"):
-        raise StoreError(f"output {output.location} is inside the source folder {source}; write the store somewhere else")
+    """Refuse an output that overlaps the source (`check_apart`), or a local folder that cannot be created."""
+    check_apart(source, output)
     path = output.local_path
     if path is None:
         return
@@ -151,14 +272,55 @@ def check_output(output: Output, source: str) -> None:
         raise StoreError(f"cannot create {path}: no write permission in {parent}")
 
 
+def check_apart(source: str, output: Output) -> None:
+    """Refuse a source and an output that overlap: the same folder, one inside the other, or a symlink in one
+    leading into the other. Local paths are compared resolved; bucket URLs by bucket and prefix."""
+    sources: Iterable[tuple[str, tuple[str, ...]]] = _bucket_reach(source)
+    outputs = _bucket_reach(output.location)
+    if output.local_path is not None and "://" not in source:
+        sources, outputs = _reach(Path(source), follow=True), list(_reach(output.local_path, follow=False))
+    for shown_source, src in sources:
+        for shown_output, out in outputs:
+            if out[:len(src)] == src or src[:len(out)] == out:
+                relation = ("is the same folder as the source" if out == src else
+                            "is inside the source folder" if len(out) > len(src) else "contains the source")
+                raise StoreError(f"output {shown_output} {relation} {shown_source}; write the store somewhere else")
+
+
+def _reach(root: Path, follow: bool) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """`root` and every symlink below it as (name for messages, parts of the real path it leads to); with
+    `follow`, symlinked folders are searched too, each once, as the source is read."""
+    real = os.path.realpath(root)
+    yield str(root), Path(real).parts
+    stack, seen = [root], {real}
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as scan:
+                entries = list(scan)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                yield f"{entry.path} (a symlink to {target})", Path(target).parts
+                if follow and target not in seen and os.path.isdir(target):
+                    seen.add(target)
+                    stack.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+
+
+def _bucket_reach(url: str) -> list[tuple[str, tuple[str, ...]]]:
+    """A bucket URL as (url, (scheme, bucket, *prefix)), s3a:// read as s3:// and gcs:// as gs://; [] if not one."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("s3", "s3a", "gs", "gcs"):
+        return []
+    return [(url, ({"s3a": "s3", "gcs": "gs"}.get(scheme, scheme), *(p for p in rest.split("/") if p)))]
+
+
 def is_platezarr_store(path: Path) -> bool:
     """True for a finished store and for one a conversion started."""
     return Output.open(path).state() in ("incomplete", "complete")
-
-
-def open_output_array(store: Store, path: str) -> zarr.Array:
-    """An existing array of the store, opened for writing whole shards without scanning for empty chunks."""
-    return zarr.open_array(store, path=path, mode="r+", config={"write_empty_chunks": True})
 
 
 def store_bytes(path: os.PathLike[str] | str) -> int:

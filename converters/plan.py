@@ -9,8 +9,9 @@ to workers. Nothing here reads pixels or writes anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,27 +22,13 @@ from converters.errors import MetadataError, SourceError
 from converters.layouts.files import SourceIndex
 from converters.layouts.tars import TAR_COLUMN, MemberNames
 from converters.metadata import ORIGIN, MetadataTable
+from converters.profiles import DEFAULT, Profile, chains_of, parse_profile, profile_for
 from converters.schema import Column, DatasetSchema
-from converters.wells import well_order
+from converters.sitekeys import SiteKeys, distinct, first_of_runs, not_in
 
 SITE_KEY = ["experiment", "plate", "well", "site"]
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 EXAMPLES = 5
-
-
-ZSTD_LEVEL = 3
-COMPRESSIONS = {
-    "default": f"zstd-{ZSTD_LEVEL}",  # a standard Zarr v3 codec: plain zarr reads it; 1.25-1.4x the PNG bytes of RxRx1
-    "compact": "platezarr.jpegls",  # JPEG-LS lossless: 0.8x the PNG bytes; readers need platezarr installed
-}
-SIZE_RATIO = {"default": 1.25, "compact": 0.85}  # output bytes / source PNG bytes, measured on RxRx1
-
-
-def parse_compression(name: str) -> str:
-    """`name` if it is a compression profile, else a ValueError listing them."""
-    if name not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {name!r}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -50,21 +37,26 @@ class StoreSettings:
 
     chunks: tuple[int, ...]
     shards: tuple[int, ...]
-    compression: str = "default"
+    compression: str = DEFAULT
+    dtype: str = "uint8"
+    codec: str | None = None  # the chain a store begun by an earlier version holds, kept when it resumes
 
     def __post_init__(self) -> None:
-        parse_compression(self.compression)
+        parse_profile(self.compression)
 
     @property
-    def codec(self) -> str:
-        """The chunk codec of the profile, as the plan and the store's attributes name it (e.g. `zstd-3`)."""
-        return COMPRESSIONS[self.compression]
+    def profile(self) -> Profile:
+        """The chain (converters/profiles.py) that encodes every chunk: the profile's for the dtype, or the pinned one."""
+        if self.codec is not None:
+            return chains_of(self.compression)[self.codec]
+        return profile_for(self.compression, np.dtype(self.dtype))
 
     @classmethod
-    def default(cls, schema: DatasetSchema, compression: str = "default") -> StoreSettings:
+    def default(cls, schema: DatasetSchema, compression: str = DEFAULT, dtype: np.dtype | None = None) -> StoreSettings:
         n_sites, n_channels = len(schema.sites), len(schema.channels)
         y, x = schema.image_shape
-        return cls(chunks=(1, 1, n_channels, y, x), shards=(1, n_sites, n_channels, y, x), compression=compression)
+        return cls(chunks=(1, 1, n_channels, y, x), shards=(1, n_sites, n_channels, y, x), compression=compression,
+                   dtype=str(np.dtype(dtype if dtype is not None else schema.dtype)))
 
 
 @dataclass(frozen=True)
@@ -93,7 +85,7 @@ class WellTasks:
     ints, not a Python tuple and str per file) and built one `WellTask` at a time as they are iterated."""
 
     def __init__(self, group: str, wells: list[str], well_index: np.ndarray, starts: np.ndarray,
-                 site: np.ndarray, channel: np.ndarray, paths: pa.Array) -> None:
+                 site: np.ndarray, channel: np.ndarray, paths: pa.Array | pa.ChunkedArray) -> None:
         self.group, self.wells = group, wells
         self.well_index, self.starts = well_index, starts  # per task; starts[i]:starts[i + 1] are its files
         self.site, self.channel, self.paths = site, channel, paths  # per file
@@ -229,7 +221,7 @@ class Plan:
     def estimated_bytes(self) -> int:
         """Output size guess: the profile's measured ratio to the source files, or the raw size if unknown."""
         if self.source_bytes:
-            return int(self.source_bytes * SIZE_RATIO[self.settings.compression])
+            return int(self.source_bytes * self.settings.profile.size_ratio)
         y, x = self.schema.image_shape
         return self.n_sites * len(self.schema.channels) * y * x * self.dtype.itemsize
 
@@ -252,7 +244,7 @@ class Plan:
             "chunks": list(self.settings.chunks),
             "shards": list(self.settings.shards),
             "compression": self.settings.compression,
-            "codec": self.settings.codec,
+            "codec": self.settings.profile.codec,
             "source_bytes": self.source_bytes,
             "estimated_output_bytes": self.estimated_bytes,
             "missing_images": asdict(self.missing_images),
@@ -280,29 +272,44 @@ def make_plan(
     detected: bool = False,
     embeddings: EmbeddingsTable | None = None,
 ) -> Plan:
-    """Join images and metadata (and embeddings) into plates and well tasks, and count what is missing on either side."""
-    images = _checked_images(index.images, schema, source)
+    """Join images and metadata (and embeddings) into plates and well tasks, and count what is missing on either side.
+
+    Sites are joined as integer keys (converters/sitekeys.py) and every plate's tasks are slices of a few columns
+    sorted once, so planning takes seconds and memory in proportion to the images, even for thousands of plates.
+    """
+    images = index.images
+    per_site = index.member_name is not None  # each row stands for every channel of its site (tars in a bucket)
+    site_index = _schema_positions(images, "site", schema, source, index.member_name)
+    channel_index = None if per_site else _schema_positions(images, "channel", schema, source, None)
     # no table: an empty one of fresh columns (an `images[...].iloc[:0]` slice would keep every plate holding
     # the whole images' string buffers alive through the write)
     rows = metadata.table if metadata is not None else pd.DataFrame(
-        {k: pd.Series([], dtype=images[k].dtype) for k in SITE_KEY}).assign(**{ORIGIN: ""})
+        {k: pd.Series([], dtype=_plain(images[k].dtype)) for k in SITE_KEY}).assign(**{ORIGIN: ""})
     unplaced = rows.iloc[:0]
     if metadata is not None and "experiment" not in metadata.keys:
         rows, unplaced = _place_rows(rows, images)
-    image_sites = images[SITE_KEY].drop_duplicates()
-    row_sites = rows[SITE_KEY]
-    keyed = image_sites.merge(row_sites, how="outer", indicator=True)
+    keys = SiteKeys.of(images, rows)
+    image_keys, row_keys = distinct(keys.images), distinct(keys.rows)
+    wells = distinct(keys.well_of(np.concatenate([image_keys, row_keys])))  # every plate's wells, in plan order
+    well_plate = wells // keys.n_wells
+    well_starts = np.searchsorted(well_plate, np.arange(len(keys.plates) + 1))
+    files = _sorted_files(images, keys, np.searchsorted(wells, keys.well_of(keys.images)), site_index, channel_index,
+                          schema, index.member_name)
+    row_starts = np.searchsorted(well_plate[files.well], np.arange(len(keys.plates) + 1))
+    tars = _plate_tars(images, keys)
+    plate_rows = _rows_by_plate(rows, keys)
     plates = []
     missing: list[str] = []
-    images_by_plate = dict(tuple(images.groupby(["experiment", "plate"], sort=False)))
-    rows_by_plate = dict(tuple(rows.groupby(["experiment", "plate"], sort=False)))
-    for key, group_sites in keyed.groupby(["experiment", "plate"], sort=True):
-        plate_images = images_by_plate.get(key, images.iloc[:0])
-        plate_rows = rows_by_plate.get(key, rows.iloc[:0])
-        plan = _plan_plate(schema, str(key[0]), key[1], group_sites, plate_images, plate_rows)
-        missing.extend(_missing(plan, schema, len(missing)))
-        plates.append(plan)
-    missing_count = sum(len(p.wells) for p in plates) * len(schema.sites) * len(schema.channels) - len(images)
+    for p, (experiment, plate) in enumerate(keys.plates):
+        group = f"{check_group_name(experiment, 'experiment')}/{check_group_name(schema.plate_name(plate), 'plate')}"
+        w0, w1, r0, r1 = well_starts[p], well_starts[p + 1], row_starts[p], row_starts[p + 1]
+        names = [keys.wells[w] for w in (wells[w0:w1] % keys.n_wells).tolist()]
+        tasks = files.tasks(group, names, r0, r1, w0)
+        plates.append(PlatePlan(experiment, plate, group, names, plate_rows(p).drop(columns=[ORIGIN], errors="ignore"), tasks, tars.get(p)))
+        if len(missing) < EXAMPLES:
+            missing += _missing(tasks, schema, EXAMPLES - len(missing))
+    missing_count = sum(len(p.wells) for p in plates) * len(schema.sites) * len(schema.channels) - len(files)
+    plate_name = schema.plate_name
     return Plan(
         schema=schema,
         source=source,
@@ -314,8 +321,9 @@ def make_plan(
         plates=plates,
         source_bytes=int(images["bytes"].sum()) if index.bytes is None else index.bytes,
         missing_images=Report(missing_count, missing[:EXAMPLES]),
-        images_without_rows=_site_report(keyed, "left_only", schema) if metadata is not None else Report(),
-        rows_without_images=_site_report(keyed, "right_only", schema, unplaced),
+        images_without_rows=_site_report(not_in(image_keys, row_keys), keys, plate_name)
+        if metadata is not None else Report(),
+        rows_without_images=_site_report(not_in(row_keys, image_keys), keys, plate_name, unplaced),
         ignored_files=Report(index.ignored_count, index.ignored[:EXAMPLES]),
         source_attrs=index.attrs,
         dataset_detected=detected,
@@ -347,7 +355,7 @@ def _plan_embeddings(table: EmbeddingsTable, plates: list[PlatePlan], schema: Da
 def _place_rows(rows: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A table without experiments: each row takes the experiment of its plate's images. Rows of plates
     with no images cannot be placed; they are returned apart, to be reported."""
-    experiments = images[["plate", "experiment"]].drop_duplicates()
+    experiments = images[["plate", "experiment"]].drop_duplicates().astype({"experiment": "str"})
     twice = experiments[experiments.duplicated("plate", keep=False)]
     if not twice.empty:
         plate = twice["plate"].iloc[0]
@@ -360,69 +368,126 @@ def _place_rows(rows: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.DataFrame,
     return rows[placed], rows[~placed]
 
 
-def _checked_images(images: pd.DataFrame, schema: DatasetSchema, source: str) -> pd.DataFrame:
-    """Refuse files whose site or channel the schema does not know, naming the first such file."""
-    images = images.copy()
-    images["site_index"] = images["site"].map({s: i for i, s in enumerate(schema.sites)})
-    images["channel_index"] = images["channel"].map({c: i for i, c in enumerate(schema.channel_ids)})
-    for what, allowed in (("site", list(schema.sites)), ("channel", list(schema.channel_ids))):
-        bad = images[f"{what}_index"].isna()
-        if bad.any():
-            raise SourceError(
-                f"{source}/{images['path'][bad].iloc[0]}: {what} {images[what][bad].iloc[0]!r} is not one of "
-                f"{schema.title}'s {what}s {allowed} ({int(bad.sum())} such files); check --dataset"
-            )
-    return images.astype({"site_index": "int64", "channel_index": "int64"})
+def _plain(dtype: Any) -> Any:
+    """The dtype of a column's values (a categorical column's categories)."""
+    return dtype.categories.dtype if isinstance(dtype, pd.CategoricalDtype) else dtype
 
 
-def _plan_plate(
-    schema: DatasetSchema,
-    experiment: str,
-    plate: int | str,
-    sites: pd.DataFrame,
-    images: pd.DataFrame,
-    rows: pd.DataFrame,
-) -> PlatePlan:
-    group = f"{check_group_name(experiment, 'experiment')}/{check_group_name(schema.plate_name(plate), 'plate')}"
-    wells = well_order(sites["well"].tolist())
-    position = {w: i for i, w in enumerate(wells)}
-    files = pd.DataFrame({"well_index": images["well"].map(position).to_numpy(dtype="int64"),
-                          "site_index": images["site_index"].to_numpy(), "channel_index": images["channel_index"].to_numpy(),
-                          "path": images["path"].to_numpy(dtype=object)})
-    files = files.sort_values(["well_index", "site_index", "channel_index", "path"], ignore_index=True)
-    well_index, starts = np.unique(files["well_index"].to_numpy(), return_index=True)
-    tasks = WellTasks(group, wells, well_index.astype(np.int32), np.append(starts, len(files)).astype(np.int64),
-                      files["site_index"].to_numpy(np.int16), files["channel_index"].to_numpy(np.int16),
-                      pa.array(files["path"].tolist(), type=pa.string()))
-    tar = str(images[TAR_COLUMN].iloc[0]) if TAR_COLUMN in images and len(images) else None
-    return PlatePlan(experiment, plate, group, wells, rows.drop(columns=[ORIGIN]), tasks, tar)
+def _schema_positions(images: pd.DataFrame, what: str, schema: DatasetSchema, source: str,
+                      member_name: str | None) -> np.ndarray:
+    """Each image's site (or channel) as its position in the schema's; refuse one the schema does not know, naming
+    the first such file (for images expected in a tar, the first such site's first member)."""
+    allowed = list(schema.sites) if what == "site" else list(schema.channel_ids)
+    codes, values = pd.factorize(images[what])
+    lookup = np.array([allowed.index(v) if v in allowed else -1 for v in values.tolist()], dtype=np.int16)
+    positions = lookup[codes] if len(lookup) else codes.astype(np.int16)
+    bad = positions < 0
+    if bad.any():
+        row = int(np.argmax(bad))
+        value = values.tolist()[codes[row]]  # a plain value (`3`, not `np.int64(3)`)
+        if member_name is None:
+            path, count = images["path"].iloc[row], int(bad.sum())
+        else:
+            image = images.iloc[row]
+            path = member_name.format(well=image["well"], site=image["site"], channel=schema.channel_ids[0])
+            count = int(bad.sum()) * len(schema.channel_ids)
+        raise SourceError(f"{source}/{path}: {what} {value!r} is not one of {schema.title}'s {what}s {allowed} "
+                          f"({count} such files); check --dataset")
+    return positions
 
 
-def _missing(plan: PlatePlan, schema: DatasetSchema, already: int) -> list[str]:
-    """Names of the first few expected images that have no file (only as many as the report shows)."""
-    if already >= EXAMPLES:
+@dataclass
+class _Files:
+    """Every image in plan order (plate, well, site, channel), as columns that each plate's `WellTasks` take slices
+    of. `well` (a position in the plan's wells) is given per row: an image, or a site standing for `per_row` images,
+    one per channel; site and channel index and path are given per image."""
+
+    well: np.ndarray
+    per_row: int
+    site: np.ndarray
+    channel: np.ndarray
+    paths: pa.Array | pa.ChunkedArray
+
+    def __len__(self) -> int:
+        return len(self.site)
+
+    def tasks(self, group: str, wells: list[str], start: int, stop: int, first_well: int) -> WellTasks:
+        """The well tasks of the plate whose rows are `start:stop` and whose wells start at `first_well`."""
+        well = self.well[start:stop] - first_well
+        starts = first_of_runs(well)
+        a, b = start * self.per_row, stop * self.per_row
+        return WellTasks(group, wells, well[starts].astype(np.int32),
+                         np.append(starts, stop - start).astype(np.int64) * self.per_row,
+                         self.site[a:b], self.channel[a:b], self.paths.slice(a, b - a))
+
+
+def _sorted_files(images: pd.DataFrame, keys: SiteKeys, well: np.ndarray, site: np.ndarray, channel: np.ndarray | None,
+                  schema: DatasetSchema, member_name: str | None) -> _Files:
+    """The images in plan order; ties (none, as scanners refuse two files for one image) keep the images' path order.
+    Images expected in tars (`member_name`, one row per site) become one file per channel, their names kept once
+    per distinct well, site and channel as an Arrow dictionary."""
+    n_sites, n_channels = len(schema.sites), len(schema.channels)
+    if channel is not None:
+        order = np.argsort((well * n_sites + site) * n_channels + channel, kind="stable")
+        paths = pa.chunked_array(pa.array(images["path"])).take(order)  # no copy before the one in plan order
+        return _Files(well[order], 1, site[order], channel[order], paths)
+    order = np.argsort(well * n_sites + site, kind="stable")
+    names = [member_name.format(well=w, site=s, channel=c)  # type: ignore[union-attr]
+             for w in keys.wells for s in schema.sites for c in schema.channel_ids]
+    row_site = site[order]
+    first = ((keys.images[order] // keys.n_sites % keys.n_wells * n_sites + row_site) * n_channels).astype(np.int32)
+    indices = (first[:, np.newaxis] + np.arange(n_channels, dtype=np.int32)).reshape(-1)
+    paths = pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(names, pa.string()))
+    return _Files(well[order], n_channels, np.repeat(row_site, n_channels),
+                  np.tile(np.arange(n_channels, dtype=np.int16), len(order)), paths)
+
+
+def _plate_tars(images: pd.DataFrame, keys: SiteKeys) -> dict[int, str]:
+    """The tar holding each plate's images, by plate position (tars layout only)."""
+    if TAR_COLUMN not in images or not len(images):
+        return {}
+    plates = pd.Series(keys.plate_of(keys.images)).drop_duplicates()  # each plate's first image
+    return {p: str(t) for p, t in zip(plates.tolist(), images[TAR_COLUMN].to_numpy()[plates.index].tolist())}
+
+
+def _rows_by_plate(rows: pd.DataFrame, keys: SiteKeys) -> Callable[[int], pd.DataFrame]:
+    """Each plate's metadata rows, in table order: slices of the table when each plate's rows are together
+    (no copy), else of one copy sorted by plate."""
+    plate = keys.plate_of(keys.rows)
+    if len(plate) and np.count_nonzero(np.diff(plate)) + 1 != len(distinct(plate)):
+        order = np.argsort(plate, kind="stable")
+        rows, plate = rows.take(order), plate[order]
+    starts = first_of_runs(plate)
+    stops = np.append(starts[1:], len(plate))
+    where = {int(plate[a]): (int(a), int(b)) for a, b in zip(starts, stops)}
+    return lambda p: rows.iloc[slice(*where.get(p, (0, 0)))]
+
+
+def _missing(tasks: WellTasks, schema: DatasetSchema, limit: int) -> list[str]:
+    """Names of the first few (`limit`) images of a plate's grid that have no file, in plate order."""
+    per_well = len(schema.sites) * len(schema.channels)
+    if tasks.n_files == len(tasks.wells) * per_well:
         return []
-    found = {(t.well_index, s, c) for t in plan.tasks for s, c, _ in t.files}
+    found = np.zeros(len(tasks.wells) * per_well, dtype=bool)
+    files_well = np.repeat(tasks.well_index.astype(np.int64), np.diff(tasks.starts))
+    found[(files_well * len(schema.sites) + tasks.site) * len(schema.channels) + tasks.channel] = True
     out = []
-    for w, well in enumerate(plan.wells):
-        for s, site in enumerate(schema.sites):
-            for c, channel in enumerate(schema.channel_ids):
-                if (w, s, c) not in found:
-                    out.append(f"{plan.group}/{well} site {site} {channel}")
-                    if already + len(out) >= EXAMPLES:
-                        return out
+    for position in np.flatnonzero(~found)[:limit].tolist():
+        w, rest = divmod(position, per_well)
+        s, c = divmod(rest, len(schema.channels))
+        out.append(f"{tasks.group}/{tasks.wells[w]} site {schema.sites[s]} {schema.channel_ids[c]}")
     return out
 
 
-def _site_report(keyed: pd.DataFrame, side: str, schema: DatasetSchema, unplaced: pd.DataFrame | None = None) -> Report:
-    """Sites on one side of the join only; `unplaced` rows (plates with no images) count as metadata-only sites."""
-    only = keyed[keyed["_merge"] == side]
-    rows = only[SITE_KEY].head(EXAMPLES).itertuples(index=False)
-    names = [f"{e}/{schema.plate_name(p)}/{w} site {s}" for e, p, w, s in rows]
+def _site_report(only: np.ndarray, keys: SiteKeys, plate_name: Callable[[Any], str],
+                 unplaced: pd.DataFrame | None = None) -> Report:
+    """Sites (keys) on one side of the join only, the first few by name; `unplaced` rows (plates with no images)
+    count as metadata-only sites."""
+    names = keys.names(only, plate_name, EXAMPLES)
     if unplaced is None or unplaced.empty:
         return Report(len(only), names)
     lost = unplaced[["plate", "well", "site"]].head(EXAMPLES).itertuples(index=False)
-    names = names[: EXAMPLES - 1] + [f"{schema.plate_name(p)}/{w} site {s} (no images of this plate)" for p, w, s in lost]
+    names = names[: EXAMPLES - 1] + [f"{plate_name(p)}/{w} site {s} (no images of this plate)" for p, w, s in lost]
     return Report(len(only) + len(unplaced), names[:EXAMPLES])
 
 

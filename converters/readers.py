@@ -7,19 +7,21 @@ of reads however many plates the store holds.
 from __future__ import annotations
 
 import os
-import warnings
+from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.abc.store import Store
 
 from converters.errors import StoreError
 from converters.finalize import INDEX_GROUP, LAYOUT_VERSION
 from converters.output import ROOT_ATTR, Output
+from converters.sitereader import SiteReader
 
 
-def checked_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
+def checked_root(url: str | os.PathLike[str] | Store,
                  storage_options: dict | None = None) -> tuple[Output, dict]:
     """The store and its root `platezarr` attributes, in one read; an unfinished or foreign store is an error."""
     output = Output.open(url, read_only=True, storage_options=storage_options)
@@ -35,43 +37,59 @@ def checked_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
             f"{output.location}: the conversion into this store did not finish; re-run the same "
             "`platezarr convert SRC OUT ...` command to resume it"
         )
-    attrs = meta["attributes"][ROOT_ATTR]
+    attrs: dict[str, Any] = (meta or {})["attributes"][ROOT_ATTR]
     if attrs.get("layout_version") != LAYOUT_VERSION:
         raise StoreError(f"{output.location}: store layout version {attrs.get('layout_version')}; "
                          f"this platezarr reads version {LAYOUT_VERSION}")
     return output, attrs
 
 
-def open_root(url: str | os.PathLike[str] | zarr.abc.store.Store,
-              storage_options: dict | None = None) -> tuple[zarr.Group, zarr.abc.store.Store]:
-    """The root group of a complete store, read-only, with the whole hierarchy from its consolidated metadata."""
-    output, _ = checked_root(url, storage_options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        return zarr.open_group(output.store, mode="r", zarr_format=3, use_consolidated=True), output.store
+def open_root(url: str | os.PathLike[str] | Store,
+              storage_options: dict[str, Any] | None = None) -> tuple[zarr.Group, Output, dict[str, Any]]:
+    """The root group of a complete store, read-only, with the whole hierarchy from its consolidated metadata;
+    the store, and its root `platezarr` attributes. An OME-Zarr output has no such hierarchy: a StoreError."""
+    output, attrs = checked_root(url, storage_options)
+    if attrs.get("format", "native") != "native":
+        raise StoreError(f"{output.location} is an {attrs['format']} output (docs/viewing.md): open its plates with an "
+                         "OME-Zarr reader (napari, ome-zarr-py); of platezarr's readers, open_sites, SiteDataset and "
+                         "verify read it, the rest and export read a native platezarr store")
+    return zarr.open_group(output.store, mode="r", zarr_format=3, use_consolidated=True), output, attrs
+
+
+def read_array(root: zarr.Group, path: str) -> np.ndarray:
+    """The whole array at `path` below `root`, in memory."""
+    node = root[path]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{path}: a group where platezarr writes an array; the store was changed by hand")
+    return np.asarray(node[...])
+
+
+def plate_groups(root: zarr.Group) -> list[str]:
+    """Every `experiment/plate` group of a store, sorted."""
+    return sorted(f"{e}/{p}" for e, experiment in root.groups() if e != INDEX_GROUP for p, _ in experiment.groups())
 
 
 def open_plate(url: str | os.PathLike[str], experiment: str, plate: str | int,
                storage_options: dict | None = None) -> xr.Dataset:
     """One plate as an xarray Dataset (`plate` may be the group name `Plate1` or the plate number 1)."""
-    root, store = open_root(url, storage_options)
-    name = plate if isinstance(plate, str) else _plate_group(root, plate)
+    root, output, attrs = open_root(url, storage_options)
+    name = plate if isinstance(plate, str) else _plate_group(attrs, plate)
     group = f"{experiment}/{name}"
     if group not in root:
         raise StoreError(f"{url}: no plate {group}; `platezarr info {url}` lists the plates")
-    return xr.open_zarr(store, group=group, consolidated=True, zarr_format=3)
+    return xr.open_zarr(output.store, group=group, consolidated=True, zarr_format=3)
 
 
-def _plate_group(root: zarr.Group, plate: int) -> str:
+def _plate_group(attrs: dict[str, Any], plate: int) -> str:
     from converters.schema import load_schema
 
-    return load_schema(root.attrs[ROOT_ATTR]["dataset"]).plate_name(plate)
+    return load_schema(attrs["dataset"]).plate_name(plate)
 
 
 def open_store(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.DataTree:
     """The whole store as an xarray DataTree: experiments, plates, and the `index` group."""
-    _, store = open_root(url, storage_options)
-    return xr.open_datatree(store, engine="zarr", consolidated=True, zarr_format=3)
+    _, output, _ = open_root(url, storage_options)
+    return xr.open_datatree(output.store, engine="zarr", consolidated=True, zarr_format=3)  # type: ignore[arg-type]
 
 
 def open_index(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.Dataset:
@@ -80,11 +98,9 @@ def open_index(url: str | os.PathLike[str], storage_options: dict | None = None)
     return read_index(output.store)
 
 
-def read_index(store: zarr.abc.store.Store) -> xr.Dataset:
+def read_index(store: Store) -> xr.Dataset:
     """The `index` group, from its own consolidated metadata: two small reads and one per column."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-        group = zarr.open_group(store, path=INDEX_GROUP, mode="r", zarr_format=3, use_consolidated=True)
+    group = zarr.open_group(store, path=INDEX_GROUP, mode="r", zarr_format=3, use_consolidated=True)
     columns = dict(zip(*_read_all(group)))
     return xr.Dataset(coords={name: ("sample", values) for name, values in sorted(columns.items())})
 
@@ -99,26 +115,23 @@ def _read_all(group: zarr.Group) -> tuple[list[str], list[np.ndarray]]:
 
 
 class _Sites:
-    """Array-like view of every site as (sample, channel, y, x), read one site at a time from its plate."""
+    """Array-like view of every site as (sample, channel, y, x), each site read by the store's site reader."""
 
-    def __init__(self, store: zarr.abc.store.Store, attrs: dict, groups: np.ndarray, wells: np.ndarray,
-                 sites: np.ndarray) -> None:
-        self.store, self.groups, self.wells, self.sites = store, groups, wells, sites
-        self._arrays: dict[str, zarr.Array] = {}
+    def __init__(self, url: str, storage_options: dict[str, Any] | None, attrs: dict[str, Any], groups: np.ndarray,
+                 wells: np.ndarray, sites: np.ndarray) -> None:
+        self.url, self.storage_options = url, storage_options
+        self.groups, self.wells, self.sites = groups, wells, sites
+        self._reader: SiteReader | None = None  # made at the first read: opening reads no array metadata
         self.shape = (len(groups), len(attrs["channels"]), *attrs["image_shape"])
         self.dtype = np.dtype(attrs["dtype"])
         self.ndim = 4
 
-    def _array(self, group: str) -> zarr.Array:
-        if group not in self._arrays:
-            self._arrays[group] = zarr.open_array(self.store, path=f"{group}/images", mode="r", zarr_format=3)
-        return self._arrays[group]
-
-    def __getitem__(self, key: tuple) -> np.ndarray:
+    def __getitem__(self, key: tuple[Any, ...] | Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         picked = np.arange(self.shape[0])[key[0]]
-        rest = key[1:]
-        read = [self._array(str(self.groups[i]))[(int(self.wells[i]), int(self.sites[i]), *rest)]
+        if self._reader is None:
+            self._reader = SiteReader(self.url, str(self.groups[0]), self.storage_options)
+        read = [self._reader.read_site(str(self.groups[i]), int(self.wells[i]), int(self.sites[i]))[key[1:]]
                 for i in np.atleast_1d(picked)]
         return read[0] if np.ndim(picked) == 0 else np.stack(read)
 
@@ -133,7 +146,8 @@ def open_sites(url: str | os.PathLike[str], storage_options: dict | None = None)
     index = read_index(output.store)
     if index.sizes.get("sample", 0) == 0:
         raise StoreError(f"{url}: the store holds no sites")
-    view = _Sites(output.store, attrs, index["group"].values, index["well_index"].values, index["site_index"].values)
+    view = _Sites(os.fspath(url), storage_options, attrs, index["group"].values, index["well_index"].values,
+                  index["site_index"].values)
     images = da.from_array(view, chunks=(1, *view.shape[1:]), asarray=False, meta=np.empty((0, 0, 0, 0), view.dtype))
     return xr.Dataset(
         {"images": (("sample", "channel", "y", "x"), images)},

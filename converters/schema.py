@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,12 +38,17 @@ def schema_dir() -> Path:
 
 @dataclass(frozen=True)
 class Channel:
-    """One imaging channel: its file id (`w1`) and what it shows."""
+    """One imaging channel: its file id (`w1`), what it shows, and how it is drawn: a display colour
+    (`RRGGBB`; RxRx's are rxrx1-utils' RGB_MAP), the fixed display range a dataset's tools use, if any,
+    and whether it is shown by default (brightfield planes are not)."""
 
     id: str
     name: str
     stain: str = ""
     target: str = ""
+    color: str = "FFFFFF"
+    fixed_range: tuple[int, int] | None = None
+    visible: bool = True
 
     def attrs(self) -> dict[str, str]:
         return {"id": self.id, "name": self.name, "stain": self.stain, "target": self.target}
@@ -58,6 +62,19 @@ class Column:
     type: ColumnType
     level: ColumnLevel
     description: str = ""
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The negative-control wells pooled statistics are computed over: wells whose per-well `column` holds one of
+    `values` (RxRx1: well_type == "negative_control"); a dataset that marks none says why in `none`."""
+
+    column: str = ""
+    values: tuple[str, ...] = ()
+    none: str = "the schema declares no negative controls"
+
+    def attrs(self) -> dict[str, Any]:
+        return {"column": self.column, "values": list(self.values)} if self.column else {"none": self.none}
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ class DatasetSchema:
     format_keys: dict[str, dict[str, str]] = field(default_factory=dict)
     na_values: tuple[str, ...] = ("",)
     tar_pattern: re.Pattern[str] | None = None  # tars layout: the path of each plate's tar in the source
+    controls: Controls = Controls()
+    plate_shape: tuple[int, int] | None = None  # (rows, columns) of the plate format, e.g. (16, 24) for 384 wells
 
     @property
     def channel_ids(self) -> tuple[str, ...]:
@@ -91,7 +110,7 @@ class DatasetSchema:
         for column in self.columns:
             if column.name == name:
                 return column
-        raise KeyError(name)
+        raise SchemaError(f"{self.name}: no column {name!r}; columns: {', '.join(c.name for c in self.columns)}")
 
     def keys_for(self, table_format: str) -> dict[str, str]:
         """The key map of one metadata format: a table without `site` is per well, one without `experiment`
@@ -102,7 +121,7 @@ class DatasetSchema:
         """The pandas dtype of a key column (`plate` is an int for RxRx, a barcode string for JUMP)."""
         try:
             kind = self.column(self.keys[key]).type
-        except KeyError:
+        except (KeyError, SchemaError):
             kind = "str"
         return {"str": "str", "int": "int64", "float": "float64"}[kind]
 
@@ -124,7 +143,7 @@ def parse_pattern(value: str, layout: str, where: str, key: str = "path_pattern"
     try:
         pattern = re.compile(value)
     except re.error as exc:
-        raise SchemaError(f"{where}: {key} is not a valid regular expression: {exc}") from None
+        raise SchemaError(f"{where}: {key} is not a valid regular expression: {exc}") from exc
     missing = (TAR_GROUPS if key == "tar_pattern" else PATTERN_GROUPS[layout]) - set(pattern.groupindex)
     if missing:
         raise SchemaError(f"{where}: {key} lacks the named groups {sorted(missing)}")
@@ -166,7 +185,9 @@ def parse_keys(raw: dict[str, Any], where: str) -> dict[str, str]:
 def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
     """Build a DatasetSchema from the parsed TOML, checking every value."""
     channels = tuple(
-        Channel(_require(c, "id", where), _require(c, "name", where), c.get("stain", ""), c.get("target", ""))
+        Channel(_require(c, "id", where), _require(c, "name", where), c.get("stain", ""), c.get("target", ""),
+                parse_color(c.get("color", "FFFFFF"), where), parse_range(c.get("fixed_range"), where),
+                bool(c.get("visible", True)))
         for c in _require(raw, "channels", where)
     )
     keys = parse_keys(_require(raw, "keys", where), f"{where}: [keys]")
@@ -175,6 +196,7 @@ def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
         for name, mapping in raw.get("format_keys", {}).items()
     }
     layout = _require(raw, "layout", where)
+    columns = parse_columns(raw.get("columns", []), where)
     shape = tuple(_require(raw, "image_shape", where))
     if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
         raise SchemaError(f"{where}: image_shape must be two positive integers, found {shape!r}")
@@ -189,7 +211,7 @@ def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
         dtype=parse_dtype(_require(raw, "dtype", where), where),
         sites=tuple(_require(raw, "sites", where)),
         channels=channels,
-        columns=parse_columns(raw.get("columns", []), where),
+        columns=columns,
         keys=keys,
         metadata_formats=tuple(raw.get("metadata_formats", ["csv"])),
         pixel_size_um=raw.get("pixel_size_um"),
@@ -198,10 +220,52 @@ def parse_schema(raw: dict[str, Any], where: str) -> DatasetSchema:
         na_values=tuple(raw.get("na_values", [""])),
         tar_pattern=parse_pattern(_require(raw, "tar_pattern", where), layout, where, "tar_pattern")
         if layout == "tars" else None,
+        controls=parse_controls(raw.get("controls"), {c.name: c for c in columns}, where),
+        plate_shape=parse_plate_shape(raw.get("plate_format"), where),
     )
 
 
-@cache
+def parse_controls(value: object, columns: dict[str, Column], where: str) -> Controls:
+    """`[controls]`: `column` (a per-well column) and `value` (one or a list), or `none` = why there are none."""
+    if value is None:
+        return Controls()
+    if not isinstance(value, dict) or not (set(value) == {"none"} or set(value) == {"column", "value"}):
+        raise SchemaError(f"{where}: [controls] takes `column` and `value`, or `none` (why the dataset has none)")
+    if "none" in value:
+        return Controls(none=str(value["none"]))
+    column, values = value["column"], value["value"]
+    values = values if isinstance(values, list) else [values]
+    if column not in columns or columns[column].level == "site":
+        raise SchemaError(f"{where}: [controls] column {column!r} is not a per-well or per-plate column of the schema")
+    return Controls(column=column, values=tuple(map(str, values)))
+
+
+def parse_plate_shape(value: object, where: str) -> tuple[int, int] | None:
+    """(rows, columns) from `[plate_format]`, or None if the schema gives none."""
+    if value is None:
+        return None
+    rows, columns = (value.get(k) if isinstance(value, dict) else None for k in ("rows", "columns"))
+    if not (isinstance(rows, int) and isinstance(columns, int) and rows > 0 and columns > 0):
+        raise SchemaError(f"{where}: [plate_format] needs positive integer `rows` and `columns`")
+    return rows, columns
+
+
+def parse_color(value: object, where: str) -> str:
+    """A display colour as six hex digits, `RRGGBB`, upper case."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Fa-f]{6}", value):
+        raise SchemaError(f"{where}: channel color {value!r} is not six hex digits like \"1300F9\"")
+    return value.upper()
+
+
+def parse_range(value: object, where: str) -> tuple[int, int] | None:
+    """A fixed display range `[low, high]` of pixel values, low < high, or None."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value) and value[0] < value[1]):
+        raise SchemaError(f"{where}: channel fixed_range {value!r} is not [low, high] with low < high")
+    return value[0], value[1]
+
+
 def load_schema(name: str) -> DatasetSchema:
     """Load the schema of dataset `name` (e.g. `rxrx1`) from the schemas folder."""
     path = schema_dir() / f"{name}.toml"
@@ -219,7 +283,7 @@ def _load_raw(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         try:
             raw = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
-            raise SchemaError(f"{path}: not valid TOML: {exc}") from None
+            raise SchemaError(f"{path}: not valid TOML: {exc}") from exc
     base = raw.pop("extends", None)
     return _load_raw(base, seen + (name,)) | raw if base else raw
 

@@ -5,17 +5,52 @@ Both kinds of source pickle, so workers on other processes or machines read for 
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
 import os
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from converters.errors import SourceError
-from converters.location import Location, parse_location
+from converters.location import Location, bucket_error, parse_location
+
+log = logging.getLogger("platezarr")
+STREAM_CHUNK = 8 << 20  # bytes per read of a streamed bucket object
+
+
+class Source(Protocol):
+    """Where a dataset's files are: listed, read whole, read in part, or streamed, by path relative to its root."""
+
+    @property
+    def url(self) -> str:
+        """The source's root, as the user named it (a path or a URL)."""
+
+    @property
+    def lists_cheaply(self) -> bool:
+        """Whether reading a tar's member headers while planning is cheap (a local disk), or a whole download."""
+
+    def walk(self, *, on_error: str = "fail") -> Iterator[tuple[str, int]]:
+        """Every file below the root as (relative path, size in bytes); with on_error="skip", parts that cannot
+        be listed are reported and left out."""
+
+    def read(self, rel: str) -> bytes:
+        """The bytes of one file; errors name it."""
+
+    def read_head(self, rel: str, n: int) -> bytes:
+        """The first `n` bytes of one file (fewer if it is shorter)."""
+
+    def open_stream(self, rel: str) -> BinaryIO:
+        """One file as a binary file object, read front to back (seekable only where that is cheap)."""
+
+    def path(self, rel: str) -> str:
+        """A human-readable location of `rel`, for messages."""
 
 
 @dataclass(frozen=True)
@@ -38,24 +73,59 @@ class LocalSource:
     def url(self) -> str:
         return str(self.root)
 
-    def walk(self) -> Iterator[tuple[str, int]]:
+    @property
+    def lists_cheaply(self) -> bool:
+        return True
+
+    def walk(self, *, on_error: str = "fail") -> Iterator[tuple[str, int]]:
         """Every file below the root as (relative path, size in bytes), in no particular order.
 
-        Symlinked folders are followed (datasets are often linked in), each real folder once.
+        Symlinked folders are followed (datasets are often linked in), each real folder once; a link that leads
+        nowhere (dangling, or a loop) or to a folder holding the root is skipped with a warning. What cannot be read
+        is a SourceError naming it, or with on_error="skip" a warning naming it, and the walk goes on.
         """
-        stack, seen = [self.root], {self.root.resolve()}
+        def unreadable(path: str, exc: OSError) -> None:
+            if on_error != "skip":
+                raise SourceError(f"{path}: cannot read: {exc.strerror or exc}; make it readable (e.g. chmod -R u+rX), "
+                                  "or pass --on-error skip to convert without it") from exc
+            log.warning("%s: skipped, cannot read: %s", path, exc.strerror or exc)
+
+        root = self.root.resolve()
+        stack, seen = [self.root], {root}
         while stack:
             folder = stack.pop()
-            with os.scandir(folder) as entries:
+            try:
+                entries = os.scandir(folder)
+            except OSError as exc:
+                unreadable(str(folder), exc)
+                continue
+            with entries:
                 for entry in entries:
-                    if entry.is_dir():
+                    try:
+                        is_dir = entry.is_dir()
+                        size = entry.stat().st_size if not is_dir and entry.is_file() else None
+                    except OSError as exc:
+                        if exc.errno == errno.ELOOP:
+                            log.warning("%s: skipped: a symbolic link in a loop (%s)", entry.path, exc.strerror)
+                        elif exc.errno == errno.ENOENT:
+                            log.warning("%s: skipped: gone since its folder was listed", entry.path)
+                        else:
+                            unreadable(entry.path, exc)
+                        continue
+                    if is_dir:
                         real = Path(entry.path).resolve()
-                        if real not in seen:
-                            seen.add(real)
-                            stack.append(Path(entry.path))
-                    elif entry.is_file():
-                        rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
-                        yield rel, entry.stat().st_size
+                        if real in seen:
+                            continue
+                        if root.is_relative_to(real):
+                            log.warning("%s: skipped: a link to %s, which holds the source itself", entry.path, real)
+                            continue
+                        seen.add(real)
+                        stack.append(Path(entry.path))
+                    elif size is not None:
+                        yield os.path.relpath(entry.path, self.root).replace(os.sep, "/"), size
+                    elif entry.is_symlink():
+                        log.warning("%s: skipped: a link to %s, which does not exist", entry.path,
+                                    os.readlink(entry.path))
 
     def read(self, rel: str) -> bytes:
         """The bytes of one file; errors name the file."""
@@ -63,7 +133,17 @@ class LocalSource:
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+    def read_head(self, rel: str, n: int) -> bytes:
+        with self.open_stream(rel) as f:
+            return f.read(n)
+
+    def open_stream(self, rel: str) -> BinaryIO:
+        try:
+            return open(self.root / rel, "rb")
+        except OSError as exc:
+            raise SourceError(f"{self.root / rel}: cannot read: {exc.strerror or exc}") from exc
 
     def path(self, rel: str) -> str:
         """A human-readable location of `rel`, for messages."""
@@ -84,11 +164,11 @@ class BucketSource:
         return self.location.url.rstrip("/")
 
     @property
-    def root(self) -> None:
-        return None
+    def lists_cheaply(self) -> bool:
+        return False
 
-    def walk(self) -> Iterator[tuple[str, int]]:
-        """Every object under the prefix as (relative path, size in bytes)."""
+    def walk(self, *, on_error: str = "fail") -> Iterator[tuple[str, int]]:
+        """Every object under the prefix as (relative path, size in bytes); a listing is whole or fails."""
         import obstore
 
         try:
@@ -96,17 +176,30 @@ class BucketSource:
                 for meta in batch:
                     yield meta["path"], int(meta["size"])
         except Exception as exc:  # obstore raises per-cloud errors; all mean the listing failed
-            raise SourceError(f"{self.url}: cannot list the source: {exc}") from None
+            raise bucket_error(self.url, "list the source", exc, self.store) from exc
 
     def read(self, rel: str) -> bytes:
         import obstore
 
         try:
             return bytes(obstore.get(self.store, rel).bytes())
-        except FileNotFoundError:
-            raise SourceError(f"{self.path(rel)}: not found; was it deleted since the listing?") from None
-        except Exception as exc:
-            raise SourceError(f"{self.path(rel)}: cannot read: {exc}") from None
+        except FileNotFoundError as exc:
+            raise SourceError(f"{self.path(rel)}: not found; was it deleted since the listing?") from exc
+        except Exception as exc:  # obstore raises per-cloud errors; all mean the read failed
+            raise bucket_error(self.path(rel), "read", exc, self.store) from exc
+
+    def read_head(self, rel: str, n: int) -> bytes:
+        """The first `n` bytes, in one ranged GET."""
+        import obstore
+
+        try:
+            return bytes(obstore.get_range(self.store, rel, start=0, end=n))
+        except Exception as exc:  # obstore raises per-cloud errors; all mean the read failed
+            raise bucket_error(self.path(rel), "read", exc, self.store) from exc
+
+    def open_stream(self, rel: str) -> BinaryIO:
+        """The object as one streamed GET, buffered."""
+        return io.BufferedReader(_ObjectStream(self.store, rel), STREAM_CHUNK)
 
     def path(self, rel: str) -> str:
         return f"{self.url}/{rel}"
@@ -119,7 +212,34 @@ class BucketSource:
         self.__post_init__()
 
 
-Source = LocalSource | BucketSource
+class _ObjectStream(io.RawIOBase):
+    """A bucket object as a read-once file: the chunks of one streamed GET, handed on in order."""
+
+    def __init__(self, store: Any, rel: str) -> None:
+        import obstore
+
+        try:
+            self._chunks = iter(obstore.get(store, rel).stream(min_chunk_size=STREAM_CHUNK))
+        except Exception as exc:  # obstore raises per-cloud errors; all mean the object cannot be read
+            raise OSError(f"cannot read: {exc}") from exc
+        self._buffer = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: memoryview) -> int:  # type: ignore[override]
+        while not self._buffer:
+            try:
+                chunk = next(self._chunks, None)
+            except Exception as exc:  # obstore raises per-cloud errors; all mean the stream broke
+                raise OSError(f"the download broke off: {exc}") from exc
+            if chunk is None:
+                return 0
+            self._buffer = memoryview(bytes(chunk))
+        n = min(len(target), len(self._buffer))
+        target[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
 
 
 class Listing:
@@ -146,14 +266,19 @@ class Listing:
             names.append(rel)
             sizes.append(size)
             if len(names) == cls.CHUNK:
-                chunks.append(pa.array(names, pa.string()))
+                chunks.append(pa.array(names, pa.large_string()))
                 names.clear()
         if names or not chunks:
-            chunks.append(pa.array(names, pa.string()))
+            chunks.append(pa.array(names, pa.large_string()))
         return cls(chunks, np.frombuffer(sizes, dtype=np.int64) if sizes else np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.sizes)
+
+    def all_names(self) -> pa.ChunkedArray:
+        """Every file's relative path, in listing order, as one Arrow column of the chunks (not a copy). Large
+        strings, as pandas' `str` columns hold them, so a pandas column of these names is not a copy either."""
+        return pa.chunked_array(self.names, pa.large_string())
 
     def chunks(self) -> Iterator[tuple[pa.Array, np.ndarray]]:
         """(names, sizes) a chunk at a time."""

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.abc.store import Store
 
 from converters.embeddings import write_embeddings
 from converters.errors import MetadataError
-from converters.jpegls import JpeglsCodec
 from converters.output import MARKER_ATTR
-from converters.plan import ZSTD_LEVEL, Plan, PlatePlan
+from converters.plan import Plan, PlatePlan
 from converters.schema import Column
+from converters.shard import ShardLayout
 from converters.wells import split_well
 
 DIMS = ("well", "site", "channel", "y", "x")
 KEY_COLUMNS = ("experiment", "plate", "well", "site")
 
 
-def strings(values) -> np.ndarray:
+def strings(values: Iterable[Any]) -> np.ndarray:
     """Python str objects in an object array: what Zarr v3 stores as variable-length UTF-8 strings."""
     return np.array(["" if pd.isna(v) else str(v) for v in values], dtype=object)
 
@@ -73,7 +74,7 @@ def plate_dataset(plan: Plan, plate: PlatePlan) -> xr.Dataset:
     """The coordinates of one plate group: well/row/column/site/channel and every metadata column."""
     schema = plan.schema
     rows, cols = zip(*(split_well(w) for w in plate.wells)) if plate.wells else ((), ())
-    coords = {
+    coords: dict[str, Any] = {
         "well": ("well", strings(plate.wells), {"description": "Well on the plate, row letter(s) and 2-digit column"}),
         "row": ("well", strings(rows), {"description": "Plate row letter(s)"}),
         "column": ("well", np.array(cols, dtype="int64"), {"description": "Plate column, 1-based"}),
@@ -95,47 +96,42 @@ def channel_attrs(plan: Plan) -> dict:
     return attrs
 
 
-def create_images(group: zarr.Group, plan: Plan, n_wells: int) -> None:
-    """The empty images array: a chunk per site, a shard per well, compressed as the profile says, CRC32C-checked."""
-    s = plan.settings
-    if s.compression == "compact":
-        serializer, compressors = JpeglsCodec(), [Crc32cCodec()]
-    else:
-        serializer, compressors = "auto", [ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()]
+def create_images(group: zarr.Group, plan: Plan, n_wells: int, layout: ShardLayout) -> None:
+    """The empty images array: a chunk per site, a shard per well, encoded as the profile says, CRC32C-checked."""
+    profile = layout.profile
     shape = (n_wells, len(plan.schema.sites), len(plan.schema.channels), *plan.schema.image_shape)
     group.create_array(
         "images",
         shape=shape,
         dtype=plan.dtype,
-        chunks=s.chunks,
-        shards=s.shards,
-        serializer=serializer,
-        compressors=compressors,
+        chunks=layout.chunk_shape,
+        shards=layout.shard_shape,
+        serializer=profile.serializer(),
+        compressors=profile.compressors(),
         fill_value=0,
         dimension_names=DIMS,
-        chunk_key_encoding={"name": "default", "separator": "."},
+        chunk_key_encoding={"name": "default", "separator": layout.separator},
         attributes={"description": "Source pixels, exactly; fill value 0 where present is False"},
     )
     group.create_array(
         "present",
         shape=shape[:3],
         dtype="bool",
-        chunks=shape[:3] if n_wells else None,
+        chunks=shape[:3] if n_wells else "auto",
         fill_value=False,
         dimension_names=DIMS[:3],
         attributes={"description": "True where the source image file existed and was read"},
     )
 
 
-def write_template(plan: Plan, store: zarr.abc.store.Store, marker: dict) -> None:
+def write_template(plan: Plan, store: Store, marker: dict, layout: ShardLayout) -> None:
     """Create every group, coordinate and empty array; the root carries only an in-progress marker."""
-    root = zarr.open_group(store, mode="w", zarr_format=3, attributes={MARKER_ATTR: marker})
+    # create_group, not open_group(mode="w"): that would empty OUT, the lock and any foreign files with it
+    root = zarr.create_group(store, zarr_format=3, attributes={MARKER_ATTR: marker})
     for experiment in sorted({p.experiment for p in plan.plates}):
         root.create_group(experiment)
     for plate in plan.plates:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=zarr.errors.ZarrUserWarning)
-            plate_dataset(plan, plate).to_zarr(store, group=plate.group, mode="w", zarr_format=3, consolidated=False)
-        create_images(zarr.open_group(store, path=plate.group, mode="r+"), plan, len(plate.wells))
+        plate_dataset(plan, plate).to_zarr(store, group=plate.group, mode="w", zarr_format=3, consolidated=False)
+        create_images(zarr.open_group(store, path=plate.group, mode="r+"), plan, len(plate.wells), layout)
         if plan.embeddings is not None:
             write_embeddings(store, plate.group, plan.embeddings.for_plate(plate, plan.schema.sites), plan.embeddings.table)

@@ -75,3 +75,17 @@ def test_dataset_is_detected_and_small_schema_usable_from_python(tmp_path: Path)
     assert summary["dataset"] == "rxrx1"
     undetectable = run("convert", "src", "p.zarr", cwd=tmp_path)  # 64x64 images fit no schema's size
     assert undetectable.returncode == 1 and "--dataset" in undetectable.stderr
+
+
+def test_verbose_errors_say_what_caused_them(tmp_path: Path) -> None:
+    """-v adds the chain of causes under the one-line error; without it, the line alone."""
+    write_rxrx_source(tmp_path / "images", {("HUVEC-01", 1): ["B02"]}, size=128)
+    bad = tmp_path / "images" / "HUVEC-01" / "Plate1" / "B02_s1_w2.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    args = ["convert", "images", "o.zarr", "--dataset", "rxrx1_demo", "--no-progress"]
+    quiet = subprocess.run([sys.executable, "-m", "converters.cli", *args], cwd=tmp_path, capture_output=True, text=True)
+    loud = subprocess.run([sys.executable, "-m", "converters.cli", "-v", *args], cwd=tmp_path, capture_output=True, text=True)
+    for result in (quiet, loud):
+        assert result.returncode == 1 and f"error: {bad}: corrupt PNG" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert "caused by" not in quiet.stderr and "caused by" in loud.stderr

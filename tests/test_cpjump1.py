@@ -320,3 +320,19 @@ def test_load_data_rows_are_sites(tmp_path: Path) -> None:
     types = {c.name: (c.type, c.level) for c in meta.columns}
     assert types["Metadata_Row"] == ("int", "site") and types["Metadata_ExposureTime"] == ("float", "site")
     assert types["FileName_OrigDNA"] == ("str", "site") and "Metadata_Site" not in types
+
+
+@pytest.mark.parametrize("outer", ["", "images"])
+@pytest.mark.parametrize("src", ["batch", "above"])
+def test_a_gallery_batch_as_downloaded_needs_no_options(tmp_path: Path, outer: str, src: str) -> None:
+    """Real example TIFFs (no Index.idx.xml) in `[images/]BATCH/images/PLATE__time-Measurement1/Images/`: the
+    batch names the experiment and the measurement folder the plate, whichever folder SRC is."""
+    fields = shared("cpjump1", "example_images", "DMSO")
+    top = tmp_path / "download" / outer if outer else tmp_path / "download"
+    images = top / "2020_11_04_CPJUMP1" / "images" / "BR00116991__2020-11-05T19_51_35-Measurement1" / "Images"
+    images.mkdir(parents=True)
+    for path in fields.iterdir():
+        (images / path.name).symlink_to(path)
+    root = top / "2020_11_04_CPJUMP1" if src == "batch" else tmp_path / "download"
+    pz.convert(root, tmp_path / "o.zarr", "cpjump1")
+    assert check_every_pixel(images, tmp_path / "o.zarr", "2020_11_04_CPJUMP1/BR00116991") == 8

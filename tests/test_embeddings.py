@@ -22,6 +22,7 @@ import zarr
 
 import converters as pz
 from converters.convert import plan_only
+from converters.options import Options
 from converters.schema import load_schema, schema_dir
 from sources import small_rxrx1, write_metadata, write_rxrx3_source, write_rxrx_source, write_site_embeddings
 
@@ -123,4 +124,4 @@ def test_resume_refuses_other_embeddings(rxrx1_source: Path, tmp_path: Path) -> 
 def test_bad_embeddings_tables_name_the_file_and_row(rxrx1_source: Path, tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "e.csv").write_text(text)
     with pytest.raises(pz.MetadataError, match=message):
-        plan_only(rxrx1_source / "images", small_rxrx1(), embeddings=tmp_path / "e.csv")
+        plan_only(rxrx1_source / "images", Options(dataset=small_rxrx1(), embeddings=tmp_path / "e.csv"))

@@ -64,3 +64,30 @@ def test_wells_are_ordered_as_on_the_plate() -> None:
     assert normalize_well("d7") == "D07"
     with pytest.raises(ValueError):
         normalize_well("7D")
+
+
+SECOND = ROW.replace("_1,", "_2,").replace(",1,neg", ",2,neg")  # site 2 of the same well
+
+
+@pytest.mark.parametrize(("value", "blank", "limits"), [
+    ("12345678901234567890", False, "from -9223372036854775808 to 9223372036854775807"),
+    ("-9223372036854775809", False, "from -9223372036854775808 to 9223372036854775807"),
+    ("1e19", False, "from -9223372036854775808 to 9223372036854775807"),
+    ("1e999999999", False, "from -9223372036854775808 to 9223372036854775807"),
+    ("9007199254740993", True, "from -9007199254740992 to 9007199254740992"),  # with a blank the column is float64
+])
+def test_integers_the_column_cannot_hold_are_refused(tmp_path: Path, value: str, blank: bool, limits: str) -> None:
+    rows = ROW.replace(",1138\n", f",{value}\n") + (SECOND.replace(",1138\n", ",\n") if blank else SECOND)
+    with pytest.raises(MetadataError, match=rf"metadata.csv:2: column 'sirna_id' must be an integer {limits}"):
+        read_metadata(table(tmp_path, HEADER + rows), load_schema("rxrx1"))
+
+
+def test_integers_are_kept_exactly(tmp_path: Path) -> None:
+    """int64's extremes and whole numbers in float notation are exact; a column the schema does not type, of
+    integers too long for int64, stays text."""
+    header = HEADER.replace("\n", ",barcode\n")
+    rows = ROW.replace(",1138\n", ",9223372036854775807,12345678901234567890\n")
+    rows += SECOND.replace(",1138\n", ",-9.223372036854775808e18,7\n")
+    t = read_metadata(table(tmp_path, header + rows), load_schema("rxrx1")).table
+    assert t["sirna_id"].dtype == np.int64 and t["sirna_id"].tolist() == [2**63 - 1, -(2**63)]
+    assert t["barcode"].tolist() == ["12345678901234567890", "7"]

@@ -87,9 +87,9 @@ def test_site_dataset_locally(demo) -> None:
     query = pz.SiteDataset(out, where="well_type == 'treatment' and site == 2", channels=["Hoechst", "w6"])
     assert len(query) == len(table.query("well_type == 'treatment' and site == 2"))
     assert query[0][0].shape == (2, 128, 128)
-    with pytest.raises(KeyError, match="unknown channels"):
+    with pytest.raises(pz.PlatezarrError, match="unknown channels"):
         pz.SiteDataset(out, channels=["w9"])
-    with pytest.raises(KeyError, match="no metadata column"):
+    with pytest.raises(pz.PlatezarrError, match="no metadata column"):
         pz.SiteDataset(out, where={"colour": "blue"})
 
 

@@ -24,8 +24,9 @@ import xarray as xr
 import zarr
 
 import converters as pz
-import converters.tarwrite
+import converters.tarstream
 from converters.convert import plan_only
+from converters.options import Options
 from converters.detect import detect_dataset
 from converters.schema import load_schema
 from converters.source import Listing, open_source
@@ -144,7 +145,7 @@ def test_bucket_tars_are_streamed_and_planned_from_the_metadata(source, s3, tmp_
     # (a row, no tar) the plan knew.
     ds = xr.open_zarr(tmp_path / "o.zarr", group="gene-045/Plate4")
     assert ds["well"].values.tolist() == ["AD27"]
-    planned = plan_only("s3://rxrx3/images", SCHEMA, "s3://rxrx3/metadata.csv")
+    planned = plan_only("s3://rxrx3/images", Options(dataset=SCHEMA, metadata="s3://rxrx3/metadata.csv"))
     assert planned["missing_images"]["count"] == 6 and planned["images"] == 8 * 6
     assert summary["missing_images"]["count"] == 6 + 1 + 6 and summary["images"] == 8 * 6 - 7
     attrs = zarr.open_group(tmp_path / "o.zarr", mode="r").attrs["platezarr"]
@@ -199,8 +200,8 @@ def test_a_corrupt_member_stops_the_tar_and_the_rerun_resumes_it(tmp_path: Path,
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("gene-003/*/images/c.*")}
     written = write_rxrx3_source(tmp_path / "images", plates)  # re-downloaded: the same images, intact
     opened: list[str] = []
-    real_open = converters.tarwrite.open_tar
-    monkeypatch.setattr(converters.tarwrite, "open_tar", lambda source, rel: opened.append(rel) or real_open(source, rel))
+    real_open = converters.tarstream.open_tar
+    monkeypatch.setattr(converters.tarstream, "open_tar", lambda source, rel: opened.append(rel) or real_open(source, rel))
     summary = pz.convert(tmp_path / "images", out, SCHEMA, workers=1).as_dict()
     assert summary["resumed_wells"] == 8 and opened == ["gene-003/Plate2.tar"]  # plate 1's tar is not read again
     assert all((p.stat().st_ino, p.stat().st_mtime_ns) == stamp for p, stamp in stamps.items())  # nor its wells rewritten

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,12 +10,29 @@ import pandas as pd
 import pyarrow as pa
 
 from converters.errors import SourceError
+from converters.layouts.matching import match_names
 from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
-from converters.source import Listing, LocalSource
+from converters.source import Listing, Source
 from converters.wells import normalize_well
 
 IMAGE_COLUMNS = ["experiment", "plate", "well", "site", "channel", "path", "bytes"]
+
+
+EXAMPLES = 5  # ignored file names kept for the report
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a layout's scanner is asked: the source and its listing, the dataset, and what the user said of it
+    (`--experiment`, `--plate` for paths that do not name them; the metadata table, for tars in a bucket)."""
+
+    source: Source
+    listing: Listing
+    schema: DatasetSchema
+    experiment: str | None = None
+    plate: str | None = None
+    metadata: MetadataTable | None = None
 
 
 @dataclass
@@ -25,6 +42,8 @@ class SourceIndex:
 
     Layouts whose images are not files (tars) also give the source's size in `bytes`, and the images'
     pixel type as `dtype` (probed from one image inside, or the schema's when none could be sampled).
+    Images expected in tars that are not read while planning are given a row per site, not per image:
+    `member_name` (e.g. `{well}_s{site}_{channel}.png`) names each of the site's channels in its tar.
     """
 
     images: pd.DataFrame
@@ -33,75 +52,98 @@ class SourceIndex:
     attrs: dict = field(default_factory=dict)
     bytes: int | None = None
     dtype: np.dtype | None = None
+    member_name: str | None = None
 
 
-def scan_files(
-    source: LocalSource,
-    listing: Listing,
-    schema: DatasetSchema,
-    *,
-    experiment: str | None = None,
-    plate: str | None = None,
-    metadata: MetadataTable | None = None,
-    examples: int = 5,
-) -> SourceIndex:
+def scan_files(scan: Scan) -> SourceIndex:
     """Keep the files of `listing` (relative path, size) whose path matches the schema's pattern.
 
-    `metadata` is not needed here: the file names list every image.
+    The metadata table is not needed here: the file names list every image. Names are matched and their keys
+    read a column at a time (converters/layouts/matching.py), so no Python object is made per file.
     """
-    refuse_experiment_and_plate(schema, "file", experiment, plate)
-    keys: dict[str, list[str]] = {k: [] for k in IMAGE_COLUMNS[:5]}
-    names = list(keys)
-    columns = [keys[k] for k in names]
-    seen: dict[str, str] = {}  # one str per distinct experiment, plate, well, site, channel, not one per file
-    paths: list[pa.Array] = []
-    sizes: list[np.ndarray] = []
-    ignored: list[str] = []
-    ignored_count = 0
-    match = schema.path_pattern.match
-    for chunk, chunk_sizes in listing.chunks():
-        kept = array("q")
-        for i, rel in enumerate(chunk.to_pylist()):
-            m = match(rel)
-            if m is None:
-                ignored_count += 1
-                if len(ignored) < examples:
-                    ignored.append(rel)
-                continue
-            for column, value in zip(columns, m.group(*names)):
-                column.append(seen.setdefault(value, value))
-            kept.append(i)
-        taken = np.frombuffer(kept, dtype=np.int64) if kept else np.zeros(0, np.int64)
-        paths.append(chunk.take(taken))
-        sizes.append(chunk_sizes[taken])
-    path = pa.chunked_array(paths, pa.string()).to_pandas()
-    images = pd.DataFrame({**keys, "path": path, "bytes": np.concatenate(sizes) if sizes else np.zeros(0, np.int64)},
-                          columns=IMAGE_COLUMNS)
-    del keys, columns, paths, sizes, seen, path
-    images = images.astype({"plate": schema.key_dtype("plate"), "site": "int64"})
-    images["well"] = images["well"].map({w: normalize_well(w) for w in images["well"].unique()})
-    images["channel"] = images["channel"].map({c: schema.channel_id.format(channel=c) for c in images["channel"].unique()})
-    check_unique(images, source)
+    schema = scan.schema
+    refuse_experiment_and_plate(scan, "file")
+    names = scan.listing.all_names()
+    kept, groups = match_names(names, schema.path_pattern)
+    ignored_count = len(names) - len(kept)
+    ignored = _first_unmatched(names, kept) if ignored_count else []
+    paths = names if len(kept) == len(names) else names.take(pa.array(kept))
+    images = pd.DataFrame({**{k: groups[k].to_pandas() for k in IMAGE_COLUMNS[:5]}, "path": paths.to_pandas(),
+                           "bytes": scan.listing.sizes[kept]})
+    del names, groups, paths
+    images = path_numbers(images, number_keys(schema), scan.source.path)
+    images["well"] = recode(images["well"], normalize_well)
+    images["channel"] = recode(images["channel"], lambda c: schema.channel_id.format(channel=c))
+    check_unique(images, scan.source.path)
     return SourceIndex(images.sort_values("path", ignore_index=True), sorted(ignored), ignored_count)
 
 
-def refuse_experiment_and_plate(schema: DatasetSchema, kind: str, experiment: str | None, plate: str | None) -> None:
+def _first_unmatched(names: pa.ChunkedArray, kept: np.ndarray) -> list[str]:
+    """The first few names, in listing order, that are not at the positions `kept`."""
+    unmatched = np.ones(len(names), dtype=bool)
+    unmatched[kept] = False
+    return names.take(pa.array(np.flatnonzero(unmatched)[:EXAMPLES])).to_pylist()
+
+
+def recode(values: pd.Series, convert: Callable[[str], str]) -> pd.Series:
+    """`convert` applied to each distinct value once (a dataset has few wells and channels, and many files); the
+    result is categorical, a small int per file."""
+    codes, uniques = pd.factorize(values)
+    converted, categories = pd.factorize(pd.Series([convert(u) for u in uniques.tolist()], dtype="str"))
+    return pd.Series(pd.Categorical.from_codes(converted[codes] if len(converted) else codes, categories),
+                     index=values.index)
+
+
+def number_keys(schema: DatasetSchema) -> list[str]:
+    """The keys that file names give as numbers: the site, and the plate unless it is a barcode."""
+    return ["site"] + (["plate"] if schema.key_dtype("plate") == "int64" else [])
+
+
+def path_numbers(frame: pd.DataFrame, columns: list[str], where: Callable[[str], str]) -> pd.DataFrame:
+    """`frame` with `columns` (digits taken from file names) as int64; a number beyond int64, or two spellings
+    of one number (`Plate1` and `Plate01`, which would share a group), is refused naming the files."""
+    typed = {}
+    for column in columns:
+        codes, texts = pd.factorize(frame[column])
+        if (codes < 0).any():
+            raise SourceError(f"{where(frame['path'].iloc[int(np.argmax(codes < 0))])}: no {column} in the name")
+        first = np.unique(codes, return_index=True)[1]  # the first row of each distinct text, in their order
+        spelled: dict[int, str] = {}
+        numbers = []
+        for text, row in zip(texts.tolist(), first.tolist()):
+            value = int(text)
+            if value >= 2**63:
+                raise SourceError(f"{where(frame['path'].iloc[row])}: {column} {text} is beyond a 64-bit integer; "
+                                  "rename the file or folder")
+            if value in spelled:
+                other = frame["path"].iloc[first[texts.get_loc(spelled[value])]]
+                raise SourceError(f"{where(other)} and {where(frame['path'].iloc[row])}: {column} {spelled[value]!r} "
+                                  f"and {text!r} are one {column} ({value}) spelled twice; rename one so that each "
+                                  f"{column} has one name")
+            spelled[value] = text
+            numbers.append(value)
+        typed[column] = pd.Series(np.array(numbers, dtype=np.int64)[codes], index=frame.index)
+    return frame.assign(**typed)
+
+
+def refuse_experiment_and_plate(scan: Scan, kind: str) -> None:
     """`--experiment` and `--plate` are for layouts whose paths do not name them; refuse them where paths do."""
-    if experiment is not None or plate is not None:
+    schema = scan.schema
+    if scan.experiment is not None or scan.plate is not None:
         raise SourceError(
             f"{schema.title} {kind} paths name the experiment and plate of every image; "
             "--experiment and --plate are only for layouts whose paths do not (CPJUMP1)"
         )
 
 
-def check_unique(images: pd.DataFrame, source: LocalSource) -> None:
+def check_unique(images: pd.DataFrame, where: Callable[[str], str]) -> None:
     """Two files for one image (e.g. the 2019 and 2020 layouts side by side) is an error, not a choice."""
     key = ["experiment", "plate", "well", "site", "channel"]
     dup = images[images.duplicated(key, keep=False)]
     if dup.empty:
         return
-    first = dup.sort_values(key).iloc[:2]
-    a, b = (source.path(p) for p in first["path"])
+    first = dup.astype({k: object for k in key}).sort_values(key).iloc[:2]  # by value, also for categorical keys
+    a, b = (where(p) for p in first["path"])
     raise SourceError(
         f"two files for the same image: {a} and {b} ({len(dup)} files share a key in all); "
         "keep one copy of the dataset under the source folder"

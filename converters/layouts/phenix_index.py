@@ -83,7 +83,7 @@ def read_index(data: bytes, where: str) -> Measurement:
     except ElementTree.ParseError as exc:
         raise SourceError(
             f"{where}: not a readable {INDEX_FILE} ({exc}); re-download it, or remove it and pass --plate"
-        ) from None
+        ) from exc
     if not measurement.barcode:
         raise SourceError(f"{where}: no <PlateID> in this Index.idx.xml; pass --plate NAME and remove the file")
     return measurement

@@ -20,13 +20,15 @@ import pandas as pd
 
 from converters.decode import probe_dtype
 from converters.errors import SourceError
-from converters.layouts.files import IMAGE_COLUMNS, SourceIndex, check_unique, refuse_experiment_and_plate
+from converters.layouts.files import (EXAMPLES, IMAGE_COLUMNS, Scan, SourceIndex, check_unique, number_keys, path_numbers,
+                                      refuse_experiment_and_plate)
 from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
 from converters.source import Listing, Source
 from converters.wells import normalize_well
 
 TAR_COLUMN = "tar"  # the images table's column naming each image's tar
+MEMBER_NAME = "{well}_s{site}_{channel}.png"  # an image's name in a tar, as planned from the metadata
 LIST_THREADS = 8  # local tars whose headers are read at once while planning
 SAMPLE_BYTES = 64 * 1024  # read from the start of a bucket tar to find its first image's header
 HEADER_BYTES = 64  # of an image: enough for a PNG's IHDR (size, bit depth)
@@ -60,28 +62,21 @@ class MemberNames:
         return f"{well} site {self.sites[site]} {self.channels[channel]}"
 
 
-def scan_tars(
-    source: Source,
-    listing: Listing,
-    schema: DatasetSchema,
-    *,
-    experiment: str | None = None,
-    plate: str | None = None,
-    metadata: MetadataTable | None = None,
-    examples: int = 5,
-) -> SourceIndex:
+def scan_tars(scan: Scan) -> SourceIndex:
     """The images of every tar in `listing` whose path matches the schema's `tar_pattern`."""
-    refuse_experiment_and_plate(schema, "tar", experiment, plate)
-    tars, ignored = find_tars(listing, schema)
-    if source.root is None:
-        images, unmatched = expected_images(source, tars, schema, metadata), []
+    source, schema = scan.source, scan.schema
+    refuse_experiment_and_plate(scan, "tar")
+    tars, ignored = find_tars(scan.listing, schema)
+    member_name = None
+    if not source.lists_cheaply:
+        images, unmatched, member_name = expected_images(source, tars, schema, scan.metadata), list[str](), MEMBER_NAME
     else:
         images, unmatched = listed_images(source, tars, schema)
+        images = images.sort_values(["path", TAR_COLUMN], ignore_index=True)
     ignored += unmatched
     sample = tar_sample(source, tars["path"].iloc[0], int(tars["bytes"].iloc[0]), schema) if len(tars) else None
-    return SourceIndex(images.sort_values(["path", TAR_COLUMN], ignore_index=True), sorted(ignored)[:examples],
-                       len(ignored), bytes=int(tars["bytes"].sum()),
-                       dtype=probe_dtype(*sample) if sample is not None else schema.dtype)
+    return SourceIndex(images, sorted(ignored)[:EXAMPLES], len(ignored), bytes=int(tars["bytes"].sum()),
+                       dtype=probe_dtype(*sample) if sample is not None else schema.dtype, member_name=member_name)
 
 
 def find_tars(listing: Listing, schema: DatasetSchema) -> tuple[pd.DataFrame, list[str]]:
@@ -95,7 +90,8 @@ def find_tars(listing: Listing, schema: DatasetSchema) -> tuple[pd.DataFrame, li
         else:
             rows.append((m["experiment"], m["plate"], rel, size))
     tars = pd.DataFrame(rows, columns=["experiment", "plate", "path", "bytes"])
-    tars = tars.astype({"plate": schema.key_dtype("plate"), "bytes": "int64"}).sort_values("path", ignore_index=True)
+    plate = [c for c in number_keys(schema) if c == "plate"]
+    tars = path_numbers(tars, plate, str).astype({"bytes": "int64"}).sort_values("path", ignore_index=True)
     twice = tars[tars.duplicated(["experiment", "plate"], keep=False)]
     if not twice.empty:
         a, b = twice["path"].iloc[:2]
@@ -110,7 +106,7 @@ def tar_members(source: Source, rel: str) -> list[tuple[str, int]]:
         with tarfile.open(path, mode="r:") as tar:
             return [(m.name, m.size) for m in tar if m.isfile()]
     except (tarfile.TarError, OSError) as exc:
-        raise SourceError(f"{path}: not a readable uncompressed tar ({exc}); re-download it") from None
+        raise SourceError(f"{path}: not a readable uncompressed tar ({exc}); re-download it") from exc
 
 
 def listed_images(source: Source, tars: pd.DataFrame, schema: DatasetSchema) -> tuple[pd.DataFrame, list[str]]:
@@ -127,29 +123,30 @@ def listed_images(source: Source, tars: pd.DataFrame, schema: DatasetSchema) -> 
                 rows.append((experiment, plate, m["well"], m["site"], m["channel"], name, size, rel))
     images = _typed(pd.DataFrame(rows, columns=[*IMAGE_COLUMNS, TAR_COLUMN]), tars, schema)
     for rel, members_of_tar in images.groupby(TAR_COLUMN, sort=False):
-        check_unique(members_of_tar, _InTar(source, rel))
+        where = source.path(str(rel))
+        check_unique(members_of_tar, lambda member: f"{where}:{member}")
     return images, ignored
 
 
 def expected_images(source: Source, tars: pd.DataFrame, schema: DatasetSchema,
                     metadata: MetadataTable | None) -> pd.DataFrame:
-    """The images a bucket's tars should hold: every site and channel of each well the metadata gives a plate."""
+    """The sites whose images a bucket's tars should hold: every site of each well the metadata gives a plate, one
+    row per site standing for each of its channels, named in the tar as MEMBER_NAME says."""
     if metadata is None:
         raise SourceError(
             f"{source.url}: tars in a bucket are not read while planning (that would read every tar twice); "
             f"pass --metadata with {schema.title}'s metadata table, from which each plate's wells are planned"
         )
-    sites = metadata.table[["experiment", "plate", "well", "site"]].merge(tars[["experiment", "plate", "path"]])
-    sites = sites.rename(columns={"path": TAR_COLUMN})
-    channels = pd.DataFrame({"channel": list(schema.channel_ids)})
-    images = sites.merge(channels, how="cross")
-    images["path"] = images["well"] + "_s" + images["site"].astype(str) + "_" + images["channel"] + ".png"
-    images["bytes"] = 0
-    return images[[*IMAGE_COLUMNS, TAR_COLUMN]].astype({"site": "int64", "bytes": "int64"})
+    sites = metadata.table[["experiment", "plate", "well", "site"]]
+    plates = pd.MultiIndex.from_frame(tars[["experiment", "plate"]])
+    tar = plates.get_indexer(pd.MultiIndex.from_frame(sites[["experiment", "plate"]]))  # -1: a plate with no tar
+    if (tar < 0).any():
+        sites, tar = sites[tar >= 0].reset_index(drop=True), tar[tar >= 0]
+    return sites.assign(**{TAR_COLUMN: pd.Categorical.from_codes(tar, tars["path"])}).astype({"site": "int64"})
 
 
 def _typed(images: pd.DataFrame, tars: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
-    images = images.astype({"plate": tars["plate"].dtype, "site": "int64", "bytes": "int64"})
+    images = path_numbers(images.astype({"plate": tars["plate"].dtype, "bytes": "int64"}), ["site"], str)
     images["well"] = [normalize_well(w) for w in images["well"]]
     images["channel"] = [schema.channel_id.format(channel=c) for c in images["channel"]]
     return images
@@ -157,11 +154,7 @@ def _typed(images: pd.DataFrame, tars: pd.DataFrame, schema: DatasetSchema) -> p
 
 def tar_sample(source: Source, rel: str, size: int, schema: DatasetSchema) -> tuple[bytes, str] | None:
     """The first bytes of the first image in a tar of `size` bytes (read from its first 64 KiB), or None if none is there."""
-    if source.root is None:
-        head = read_head(source, rel, min(size, SAMPLE_BYTES))
-    else:
-        with open(source.path(rel), "rb") as f:
-            head = f.read(SAMPLE_BYTES)
+    head = source.read_head(rel, min(size, SAMPLE_BYTES))
     try:
         with tarfile.open(fileobj=io.BytesIO(head), mode="r|") as tar:
             for member in tar:
@@ -171,23 +164,3 @@ def tar_sample(source: Source, rel: str, size: int, schema: DatasetSchema) -> tu
     except tarfile.TarError:  # the head ends inside a member: no complete image header in it
         return None
     return None
-
-
-def read_head(source: Source, rel: str, n: int) -> bytes:
-    """The first `n` bytes of a bucket object, in one ranged GET."""
-    import obstore
-
-    try:
-        return bytes(obstore.get_range(source.store, rel, start=0, end=n))
-    except Exception as exc:  # obstore raises per-cloud errors; all mean the read failed
-        raise SourceError(f"{source.path(rel)}: cannot read: {exc}") from None
-
-
-class _InTar:
-    """Names members as `tar:member` in check_unique's messages."""
-
-    def __init__(self, source: Source, rel: str) -> None:
-        self.where = source.path(rel)
-
-    def path(self, member: str) -> str:
-        return f"{self.where}:{member}"

@@ -1,0 +1,110 @@
+"""Resume: a fingerprint of the plan, completion records of finished wells, and getting an output ready.
+
+A well's record is written only after its shard, so on a re-run every recorded well is kept and
+every other one is written again; an interrupted write leaves no record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from converters.errors import StoreError
+from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
+from converters.plan import Plan
+from converters.profiles import chains_of
+from converters.version import __version__
+from converters.write import WellResult
+
+if TYPE_CHECKING:
+    from converters.formats import StoreFormat
+
+log = logging.getLogger("platezarr")
+
+TEMPLATE_KEY = f"{RECORDS}/template.json"
+COMPARED = ("dataset", "source", "metadata", "embeddings", "dtype", "image_shape", "chunks", "shards", "codec")
+
+
+def plan_identity(plan: Plan) -> dict:
+    """What must match for a re-run to resume an existing output, with a fingerprint of everything else."""
+    described = plan.describe()
+    digest = hashlib.sha256()
+    for plate in plan.plates:
+        digest.update(json.dumps([plate.group, plate.wells, [t.files for t in plate.tasks]]).encode())
+        digest.update(pd.util.hash_pandas_object(plate.metadata, index=False).to_numpy().tobytes())
+    if plan.embeddings is not None:
+        digest.update(plan.embeddings.table.digest().encode())
+    return {key: described[key] for key in COMPARED} | {"fingerprint": digest.hexdigest()}
+
+
+def differences(stored: dict, current: dict) -> list[str]:
+    """Human-readable differences between the plan an output was started with and the current one."""
+    changed = [f"{k}: {stored.get(k)!r} before, {current[k]!r} now" for k in COMPARED if stored.get(k) != current[k]]
+    if not changed and stored.get("fingerprint") != current["fingerprint"]:
+        changed.append("the source files, the metadata rows or the embeddings changed")
+    return changed
+
+
+def finished_wells(output: Output) -> dict[tuple[str, int], WellResult]:
+    """Every well with a completion record, keyed by (plate group, well index)."""
+    prefix = f"{RECORDS}/wells/"
+    finished = {}
+    for key in output.keys(prefix):
+        group, _, name = key.removeprefix(prefix).rpartition("/")
+        record = output.read_json(key)
+        if record is not None and name.endswith(".json"):
+            index = int(name.removesuffix(".json"))
+            finished[(group, index)] = WellResult.from_record(group, index, record)
+    return finished
+
+
+def keep_stored_chain(output: Output, plan: Plan, overwrite: bool) -> Plan:
+    """The plan, resuming an unfinished store with the codec chain it was begun with when an earlier version's
+    profile of the same name used another one for this dtype (16-bit stores begun with zstd-3 stay zstd-3)."""
+    attrs: dict[str, Any] = (output.root_meta() or {}).get("attributes", {}) if not overwrite else {}
+    stored = attrs.get(MARKER_ATTR, {}).get("plan", {}).get("codec")
+    settings = plan.settings
+    if stored is None or stored == settings.profile.codec or stored not in chains_of(settings.compression):
+        return plan
+    log.info("%s was begun with %s: resuming with it", output.location, stored)
+    return dataclasses.replace(plan, settings=dataclasses.replace(settings, codec=stored))
+
+
+def prepare(output: Output, plan: Plan, fmt: StoreFormat, overwrite: bool, started: str) -> dict[tuple[str, int], WellResult]:
+    """Make the output ready: a fresh skeleton, or the wells an interrupted run of the same plan finished."""
+    identity = plan_identity(plan) | {"format": fmt.name}  # an output of one format is never resumed as another
+    meta = output.root_meta()
+    state = output.classify(meta)
+    if state == "foreign":
+        raise StoreError(f"{output.location} exists and is not a platezarr store; it is left untouched: choose another output")
+    if state != "absent" and overwrite:
+        output.clear()
+        state = "absent"
+    if state == "complete":
+        raise StoreError(f"{output.location} already holds a complete platezarr store; pass --overwrite to replace it")
+    if state != "absent":
+        attrs: dict[str, Any] = (meta or {}).get("attributes", {})
+        stored = attrs.get(MARKER_ATTR, attrs.get(ROOT_ATTR, {})).get("plan", {})
+        changed = differences(stored, identity)
+        if stored.get("format", "native") != fmt.name:
+            changed.append(f"format: {stored.get('format', 'native')!r} before, {fmt.name!r} now")
+        if changed:
+            raise StoreError(
+                f"{output.location} holds a conversion of a different plan ({'; '.join(changed)}); "
+                "pass --overwrite to start over, or choose another output"
+            )
+        if output.read_json(TEMPLATE_KEY) is not None:
+            output.delete_partials()
+            finished = finished_wells(output)
+            log.info("resuming %s: %d wells already written", output.location, len(finished))
+            return finished
+        output.clear()
+    output.delete_partials()
+    fmt.create(output, plan, {"plan": identity, "started": started, "converter_version": __version__})
+    output.write_json(TEMPLATE_KEY, {"plates": len(plan.plates)})
+    return {}

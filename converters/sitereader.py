@@ -1,0 +1,237 @@
+"""Read sites and wells of a native store straight from their shards: the one path by which `SiteDataset`,
+`verify` and the streams read pixels. An OME-Zarr output (converters/formats/ome.py) is read the same
+way, a field's shard standing for a well's.
+
+The layout comes from one images array's zarr.json (every plate shares it), or an OME-Zarr plate's
+attributes, and is decoded by the same code that wrote it (converters/shard.py). A shard's index is read once per process and cached
+on this object, so after warm-up a site costs one ranged read: one `pread` locally, one ranged GET
+from a bucket. Connections open lazily in each process (re-opened after a fork), so a reader is safe
+in PyTorch DataLoader workers with fork or spawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from converters.errors import BucketError, StoreError
+from converters.formats.native import NativeFormat
+from converters.formats.ome import OmeFormat
+from converters.output import ROOT_ATTR
+from converters.location import BACKOFF_DEFAULTS, CLIENT_DEFAULTS, RETRY_DEFAULTS, first_line, parse_location
+from converters.shard import EMPTY, ShardLayout
+
+
+CONNECTIONS = 64  # connections a reader may open to a bucket; SiteStream asks for more with a higher concurrency
+
+
+class _RangedReads:
+    """Whole and ranged reads of one store's objects: files locally, fsspec on buckets.
+
+    fsspec rather than obstore here: obstore's tokio runtime hangs in a process forked after it
+    started (obstore's own maintainers call it not fork-safe), and DataLoader workers fork. A bucket read
+    that fails or gets no answer within the `client_options` timeout is tried again up to
+    `retry_config.max_retries` times (the storage options obstore takes, same defaults), then a
+    BucketError says so: a bucket that stops answering stops a training job instead of hanging it.
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None, connections: int = CONNECTIONS) -> None:
+        location = parse_location(url, storage_options)
+        self.url, self.path = location.url.rstrip("/"), location.path
+        self.fs: Any = None
+        self.root = ""
+        client = CLIENT_DEFAULTS | location.options.get("client_options", {})
+        retry = RETRY_DEFAULTS | location.options.get("retry_config", {})
+        backoff = BACKOFF_DEFAULTS | retry.get("backoff", {})
+        self.timeout, self.retries = _seconds(client["timeout"]), int(retry["max_retries"])
+        self.backoff = (_seconds(backoff["init_backoff"]), _seconds(backoff["max_backoff"]), float(backoff.get("base", 2)))
+        if self.path is None:
+            s3 = location.url.startswith(("s3://", "s3a://"))
+            if s3:
+                location = dataclasses.replace(location, options=location.options | _s3fs_waits(
+                    location.options, _seconds(client["connect_timeout"]), self.timeout, connections))
+            self.fs, self.root = location.fsspec()
+            if s3:
+                self.fs.retries = 1  # s3fs's own attempts per call (a class attribute, not an argument)
+
+    def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """`length` bytes from `start` (negative: from the end), or the whole object."""
+        if self.path is not None:
+            with open(self.path / key, "rb") as f:
+                if length is None:
+                    return f.read()
+                size = os.fstat(f.fileno()).st_size
+                return os.pread(f.fileno(), length, start if start >= 0 else size + start)
+        end = None if length is None else (start + length if start >= 0 else None)
+        for attempt in range(self.retries + 1):
+            try:
+                return bytes(self.fs.cat_file(f"{self.root}/{key}", start=start, end=end))
+            except (FileNotFoundError, PermissionError):
+                raise
+            except Exception as exc:  # each fsspec backend raises its own transport errors (botocore, aiohttp, timeouts)
+                failure = exc
+            if attempt < self.retries:
+                first, most, base = self.backoff
+                time.sleep(min(first * base**attempt, most))
+        raise BucketError(f"{self.url}/{key}: gave up after {self.retries + 1} attempts (timeout {self.timeout:g} s "
+                          f"each): {first_line(failure) or type(failure).__name__}; check the endpoint and the "
+                          "network, or give more time with storage options like '{\"client_options\": {\"timeout\": "
+                          "\"60s\"}, \"retry_config\": {\"max_retries\": 10}}'") from failure
+
+
+def _s3fs_waits(options: dict[str, Any], connect: float, timeout: float, connections: int) -> dict[str, Any]:
+    """s3fs options for botocore: one attempt per call within the timeouts (our loop retries), enough connections."""
+    config = {"connect_timeout": connect, "read_timeout": timeout, "retries": {"total_max_attempts": 1},
+              "max_pool_connections": connections}
+    return {"config_kwargs": config | options.get("config_kwargs", {})}
+
+
+def _seconds(value: Any) -> float:
+    """A duration as obstore's options take it (seconds, a timedelta, or text like "30s", "500ms", "1m") in seconds."""
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*(ms|s|m|h)?\s*", str(value))
+    if match is None:
+        raise BucketError(f"{value!r} is not a duration: give seconds or text like \"30s\", \"500ms\", \"1m\"")
+    return float(match[1]) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[match[2]]
+
+
+class SiteReader:
+    """Pixels of one store's sites and wells, checksums checked; picklable, re-opened in each process."""
+
+    def __init__(self, url: str | os.PathLike[str], group: str, storage_options: dict[str, Any] | None = None) -> None:
+        """`group` is any plate group of the store: its images array describes every plate's."""
+        self.url, self.storage_options = os.fspath(url), storage_options
+        self.connections = CONNECTIONS  # at most this many connections to a bucket at once
+        self._pid: int | None = None
+        self._io: _RangedReads | None = None
+        self._retired: list[_RangedReads] = []  # see _retire
+        self._lock = threading.Lock()
+        self._indexes: dict[str, np.ndarray] = {}
+        key = f"{group}/images/zarr.json"
+        self.format: NativeFormat | OmeFormat
+        try:
+            self.format = NativeFormat(ShardLayout.of(json.loads(self._reads().read(key)), f"{self.url}/{group}/images"))
+            self.layout = self.format.layout
+            self.sites, self.image_shape = self.layout.shard_shape[1], self.layout.shard_shape[-2:]
+        except FileNotFoundError:  # an OME-Zarr output: each field is an array of its own (converters/formats/ome.py)
+            self.format = OmeFormat.of_plate(self._plate_attrs(group), f"{self.url}/{group}")
+            self.layout = self.format.levels[0]
+            self.sites, self.image_shape = self.format.sites, self.format.image_shape
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{self.url}/{key}: cannot read the images array's metadata ({exc})") from exc
+
+    def read_site(self, group: str, well_index: int, site_index: int, well: str = "") -> np.ndarray:
+        """One site's (channel, y, x) pixels: one ranged read per chunk once its shard's index is known."""
+        key, chunks = self._locate(group, well_index, site_index)
+        index = self._index(key, well)
+        tile = self.layout.chunk_shape[-3:]
+        site = np.zeros(self.layout.shard_shape[-3:], dtype=self.layout.dtype)
+        for coords in chunks:
+            offset, nbytes = (int(v) for v in index[coords])
+            if offset != EMPTY:
+                chunk = self.layout.decode_chunk(self._read(key, well, offset, nbytes), f"{self.url}/{key}")
+                site[tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords[-3:], tile))] = chunk.reshape(tile)
+        return self._cropped(site)
+
+    def read_well(self, group: str, well_index: int, well: str = "") -> np.ndarray:
+        """One well's (site, channel, y, x) pixels, read as whole shards (one per well, or per field of OME-Zarr),
+        every checksum checked."""
+        keys = dict.fromkeys(self._locate(group, well_index, s)[0] for s in range(self.sites))
+        shape = self.layout.shard_shape[-3:]
+        pieces = [self.layout.decode_shard(self._read(key, well), f"{self.url}/{key}").reshape(-1, *shape) for key in keys]
+        return self._cropped(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+
+    def _locate(self, group: str, well_index: int, site_index: int) -> tuple[str, list[tuple[int, ...]]]:
+        """The store key and chunk positions of a site (for OME-Zarr, after reading which well is which, once a plate)."""
+        if isinstance(self.format, OmeFormat):
+            self.format.learn_wells(group, self._plate_attrs)
+        return self.format.locate(group, well_index, site_index)
+
+    def _plate_attrs(self, group: str) -> dict[str, Any]:
+        """The `platezarr` attribute of an OME-Zarr output's plate group (its layout and wells)."""
+        try:
+            return json.loads(self._reads().read(f"{group}/zarr.json")).get("attributes", {}).get(ROOT_ATTR, {})
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{self.url}/{group}: neither a native plate (images array) nor an OME-Zarr plate "
+                             f"group ({exc})") from exc
+
+    def _cropped(self, pixels: np.ndarray) -> np.ndarray:
+        """`pixels` without the padding of shards that reach past the image (tiles that do not divide it)."""
+        y, x = self.image_shape
+        return pixels if pixels.shape[-2:] == (y, x) else np.ascontiguousarray(pixels[..., :y, :x])
+
+    def warm(self, wells: Iterable[tuple[str, int, str]], concurrency: int) -> None:
+        """Get ready for `concurrency` reads at a time: allow that many connections to a bucket, and read the shard
+        index of each (group, well_index, well) not yet known, that many at a time, so each site then costs one read.
+
+        The indexes stay with this reader when it is pickled or forked into DataLoader workers. A shard whose
+        index cannot be read is left for its sites' reads to report; a bucket that does not answer raises here.
+        """
+        if concurrency > self.connections:
+            self.connections = concurrency
+            self._retire()
+        missing = {self._locate(group, well_index, 0)[0]: well for group, well_index, well in wells}
+        missing = {key: well for key, well in missing.items() if key not in self._indexes}
+
+        def read_index(key: str) -> None:
+            try:
+                self._index(key, missing[key])
+            except StoreError:
+                pass  # reported, with the site, when a site of this well is read
+
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="platezarr-index")
+        try:
+            for future in [pool.submit(read_index, key) for key in missing]:
+                future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)  # after a failure, the reads not yet started are not waited for
+
+    def _index(self, key: str, well: str) -> np.ndarray:
+        self._reads()
+        if key not in self._indexes:
+            n = self.layout.index_nbytes
+            self._indexes[key] = self.layout.parse_index(self._read(key, well, -n, n), f"{self.url}/{key}")
+        return self._indexes[key]
+
+    def _read(self, key: str, well: str, start: int = 0, length: int | None = None) -> bytes:
+        try:
+            return self._reads().read(key, start, length)
+        except FileNotFoundError as exc:
+            name = f"well {'/'.join(key.split('/')[:2])}/{well}" if well else key
+            raise StoreError(f"{self.url}: {name} has no shard ({key}) though the store lists it: the store was "
+                             "damaged after it was written; convert it again (or restore the shard)") from exc
+        except OSError as exc:
+            raise StoreError(f"{self.url}/{key}: cannot read: {exc}") from exc
+
+    def _reads(self) -> _RangedReads:
+        """The reads of this process (one for all its threads): re-created after a fork, never shared across one.
+        Shard indexes are kept: they describe the store's bytes, not a connection."""
+        if self._pid != os.getpid() or self._io is None:
+            with self._lock:
+                if self._pid != os.getpid() or self._io is None:
+                    self._retire()
+                    self._io, self._pid = _RangedReads(self.url, self.storage_options, self.connections), os.getpid()
+        return self._io
+
+    def _retire(self) -> None:
+        """Stop using the current reads but keep them referenced: fsspec closes a dropped client on the event loop
+        it was made on, which in a forked process is the parent's, and that fails noisily."""
+        if self._io is not None:
+            self._retired.append(self._io)
+            self._io = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_io", "_pid", "_lock", "_retired")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _io=None, _pid=None, _lock=threading.Lock(), _retired=[])

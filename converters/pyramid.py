@@ -6,6 +6,8 @@ side is at most `SMALLEST` pixels, as OME-Zarr viewers expect a pyramid to end n
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 SMALLEST = 256  # a pyramid stops at the first level whose longer side is at most this
@@ -29,13 +31,10 @@ def halve(image: np.ndarray) -> np.ndarray:
     y, x = image.shape[-2:]
     if y % 2 or x % 2:
         image = np.pad(image, [(0, 0)] * (image.ndim - 2) + [(0, y % 2), (0, x % 2)], mode="edge")
-    total = image[..., 0::2, 0::2].astype(np.uint16 if image.dtype.itemsize == 1 else np.uint32)  # 4 x max fits
-    total += image[..., 1::2, 0::2]
-    total += image[..., 0::2, 1::2]
-    total += image[..., 1::2, 1::2]
-    total += 2
-    total >>= 2
-    return total.astype(image.dtype)
+    wide: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = image.astype(
+        np.uint16 if image.dtype.itemsize == 1 else np.uint32)  # 4 x max fits
+    total = wide[..., 0::2, 0::2] + wide[..., 1::2, 0::2] + wide[..., 0::2, 1::2] + wide[..., 1::2, 1::2] + 2
+    return np.right_shift(total, 2).astype(image.dtype)
 
 
 def tile_side(side: int) -> int:

@@ -57,8 +57,12 @@ def write_stats(store: Store, stats: StoreStats, table: pd.DataFrame) -> dict[st
     experiments: dict[str, list[str]] = {}
     for group, plate in stats.plates.items():
         summary = {name: pool.summary(stats.dtype) for name, pool in plate.pools.items()}
+        before = str(zarr.open_group(store, path=group, mode="r").attrs.get("coordinates", "")).split()
         write_plate(store, group, plate.images, summary, plate.pools, stats)
-        zarr.open_group(store, path=group, mode="r+").attrs[ATTR] = pooled_attrs(summary, stats, int(plate.controls.sum()))
+        node = zarr.open_group(store, path=group, mode="r+")
+        after = str(node.attrs.get("coordinates", "")).split()  # xarray's append replaces the plate's coordinate list
+        node.attrs.update({"coordinates": " ".join(sorted({*before, *after})),
+                           ATTR: pooled_attrs(summary, stats, int(plate.controls.sum()))})
         experiments.setdefault(group.split("/")[0], []).append(group)
     for experiment, groups in experiments.items():
         attrs = pooled_attrs(_summaries(stats.pooled(groups), stats), stats, _controls(stats, groups))

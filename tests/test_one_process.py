@@ -109,3 +109,14 @@ def test_two_conversions_on_one_long_lived_worker(tmp_path: Path) -> None:
                        scheduler=cluster.scheduler_address)
             assert zarr.open_group(out, mode="r").attrs["platezarr"]["compression"] == compression
             assert_exact(out, written)
+
+
+def test_metadata_columns_stay_coordinates_beside_the_statistics(tmp_path: Path) -> None:
+    """SPEC: every metadata column is a coordinate of its plate, through plain xarray; statistics are variables."""
+    import xarray as xr
+
+    images, metadata = write_demo_dataset(tmp_path / "src")
+    pz.convert(images, tmp_path / "o.zarr", "rxrx1_demo", metadata, workers=1)
+    ds = xr.open_zarr(tmp_path / "o.zarr", group="HUVEC-01/Plate1")
+    assert {"well_type", "sirna", "sirna_id", "cell_type", "row", "column"} <= set(ds.coords)
+    assert {"images", "present", "pixel_stats"} <= set(ds.data_vars) and "well_type" not in ds.data_vars

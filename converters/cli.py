@@ -117,7 +117,14 @@ def main(verbose: bool) -> None:
     """Convert image-based screening datasets into one chunked Zarr v3 store read with xarray."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not verbose:  # dask.distributed logs its reconnection attempts with tracebacks; our error says what happened
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_cluster)
+
+
+def _quiet_cluster(record: logging.LogRecord) -> bool:
+    """False for dask.distributed's and tornado's records: distributed sets its own loggers' levels when it is
+    imported (after this CLI's setup), so their level alone cannot silence them."""
+    return not record.name.startswith(("distributed", "tornado"))
 
 
 def check_scheduler_option(value: str | None) -> str | None:

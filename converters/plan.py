@@ -447,7 +447,7 @@ def _plate_tars(images: pd.DataFrame, keys: SiteKeys) -> dict[int, str]:
     if TAR_COLUMN not in images or not len(images):
         return {}
     plates = pd.Series(keys.plate_of(keys.images)).drop_duplicates()  # each plate's first image
-    return {p: str(t) for p, t in zip(plates.tolist(), images[TAR_COLUMN].to_numpy()[plates.index].tolist())}
+    return {p: str(t) for p, t in zip(plates.tolist(), images[TAR_COLUMN].iloc[plates.index].tolist())}
 
 
 def _rows_by_plate(rows: pd.DataFrame, keys: SiteKeys) -> Callable[[int], pd.DataFrame]:

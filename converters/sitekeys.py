@@ -43,16 +43,21 @@ def well_position(well: str) -> tuple[int, int]:
     return row_index(row), column
 
 
-def shared_codes(columns: list[pd.Series], order: Callable[[Any], Any] | None = None) -> tuple[list, list[np.ndarray]]:
-    """The distinct values of all `columns`, sorted (by `order` if given), and each column as positions in them."""
-    factorized = [pd.factorize(column) for column in columns]
-    values = sorted(set().union(*(uniques.tolist() for _, uniques in factorized)), key=order)
-    position = {value: i for i, value in enumerate(values)}
-    coded = []
-    for codes, uniques in factorized:
-        lookup = np.array([position[u] for u in uniques.tolist()], dtype=np.int64)
-        coded.append(lookup[codes] if len(lookup) else codes.astype(np.int64))
-    return values, coded
+class Vocabulary:
+    """The distinct values of some columns, sorted (by `order` if given): each value's position is its code."""
+
+    def __init__(self, columns: list[pd.Series], order: Callable[[Any], Any] | None = None) -> None:
+        self.values = sorted(set().union(*(pd.factorize(column)[1].tolist() for column in columns)), key=order)
+        self.position = {value: i for i, value in enumerate(self.values)}
+
+    def __len__(self) -> int:
+        return max(len(self.values), 1)
+
+    def codes(self, column: pd.Series) -> np.ndarray:
+        """The code of each value of a column (one of those the vocabulary was made of)."""
+        codes, uniques = pd.factorize(column)
+        lookup = np.array([self.position[u] for u in uniques.tolist()], dtype=np.int64)
+        return lookup[codes] if len(lookup) else codes.astype(np.int64)
 
 
 @dataclass
@@ -68,19 +73,26 @@ class SiteKeys:
 
     @classmethod
     def of(cls, images: pd.DataFrame, rows: pd.DataFrame) -> SiteKeys:
-        experiments, (image_e, row_e) = shared_codes([images["experiment"], rows["experiment"]])
-        plate_values, (image_p, row_p) = shared_codes([images["plate"], rows["plate"]])
-        image_pair, row_pair = image_e * len(plate_values) + image_p, row_e * len(plate_values) + row_p
-        pairs = distinct(np.concatenate([image_pair, row_pair]))
-        plates = [(str(experiments[p // len(plate_values)]), plate_values[p % len(plate_values)]) for p in pairs.tolist()]
-        wells, (image_w, row_w) = shared_codes([images["well"], rows["well"]], well_position)
-        sites, (image_s, row_s) = shared_codes([images["site"], rows["site"]])
-        n_wells, n_sites = max(len(wells), 1), max(len(sites), 1)
-
-        def keys(pair: np.ndarray, well: np.ndarray, site: np.ndarray) -> np.ndarray:
-            return (np.searchsorted(pairs, pair) * n_wells + well) * n_sites + site
-
-        return cls(plates, wells, sites, keys(image_pair, image_w, image_s), keys(row_pair, row_w, row_s))
+        """The keys of images and rows; each key is built in place a column at a time, so that millions of rows
+        take a few int64 columns at once."""
+        frames = (images, rows)
+        experiments = Vocabulary([f["experiment"] for f in frames])
+        plate_values = Vocabulary([f["plate"] for f in frames])
+        pair = [experiments.codes(f["experiment"]) * len(plate_values) + plate_values.codes(f["plate"]) for f in frames]
+        pairs = distinct(np.concatenate(pair))
+        wells = Vocabulary([f["well"] for f in frames], well_position)
+        sites = Vocabulary([f["site"] for f in frames])
+        keys = []
+        for frame, key in zip(frames, pair):
+            key = np.searchsorted(pairs, key)
+            key *= len(wells)
+            key += wells.codes(frame["well"])
+            key *= len(sites)
+            key += sites.codes(frame["site"])
+            keys.append(key)
+        plates = [(str(experiments.values[p // len(plate_values)]), plate_values.values[p % len(plate_values)])
+                  for p in pairs.tolist()]
+        return cls(plates, wells.values, sites.values, keys[0], keys[1])
 
     @property
     def n_wells(self) -> int:

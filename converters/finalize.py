@@ -15,11 +15,11 @@ import xarray as xr
 import zarr
 from zarr.abc.store import Store
 
-from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
+from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, put_objects
 from converters.plan import EXAMPLES, Plan
 from converters.resume import plan_identity
 from converters.statstore import finish_stats
-from converters.template import plate_dataset, strings
+from converters.template import dataset_objects, plate_dataset, strings
 from converters.version import __version__
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ INDEX_GROUP = "index"
 
 
 def write_present(store: Store, group: str, present: np.ndarray) -> None:
-    zarr.open_array(store, path=f"{group}/present", mode="r+")[...] = present
+    zarr.open_array(store, path=f"{group}/present", mode="r+", zarr_format=3)[...] = present
 
 
 def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -68,14 +68,14 @@ def write_index(store: Store, table: pd.DataFrame) -> None:
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
         data[name] = ("sample", strings(values) if text else values.to_numpy())
     whole = {name: {"chunks": (max(len(table), 1),)} for name in data}  # one read per column
-    xr.Dataset(coords=data).to_zarr(store, group=INDEX_GROUP, mode="w", zarr_format=3, consolidated=False,
-                                    encoding=whole)
-    zarr.consolidate_metadata(store, path=INDEX_GROUP)  # readers open the index without the whole tree
+    # consolidated: readers open the index without the whole tree
+    objects = dataset_objects(xr.Dataset(coords=data), whole, consolidated=True)
+    put_objects(store, [(f"{INDEX_GROUP}/{key}", value) for key, value in objects])
 
 
 def write_root(store: Store, attrs: dict) -> None:
     """Mark the store complete and consolidate: the last two writes of a conversion."""
-    root = zarr.open_group(store, mode="r+")
+    root = zarr.open_group(store, mode="r+", zarr_format=3)
     current = dict(root.attrs)
     current.pop(MARKER_ATTR, None)
     current[ROOT_ATTR] = attrs

@@ -91,9 +91,10 @@ class LocalSource:
             log.warning("%s: skipped, cannot read: %s", path, exc.strerror or exc)
 
         root = self.root.resolve()
-        stack, seen = [self.root], {root}
+        stack: list[tuple[Path, str]] = [(self.root, "")]  # each folder with its path below the root, `a/b/`
+        seen = {root}
         while stack:
-            folder = stack.pop()
+            folder, below = stack.pop()
             try:
                 entries = os.scandir(folder)
             except OSError as exc:
@@ -120,9 +121,9 @@ class LocalSource:
                             log.warning("%s: skipped: a link to %s, which holds the source itself", entry.path, real)
                             continue
                         seen.add(real)
-                        stack.append(Path(entry.path))
+                        stack.append((Path(entry.path), f"{below}{entry.name}/"))
                     elif size is not None:
-                        yield os.path.relpath(entry.path, self.root).replace(os.sep, "/"), size
+                        yield below + entry.name, size
                     elif entry.is_symlink():
                         log.warning("%s: skipped: a link to %s, which does not exist", entry.path,
                                     os.readlink(entry.path))

@@ -9,6 +9,7 @@ attrs["platezarr"]); the root `index` gets `{stat}_{channel}` columns. All addit
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,7 +22,9 @@ import zarr
 from zarr.abc.store import Store
 
 from converters.errors import OptionError, StoreError
+from converters.output import put_objects
 from converters.stats import POOLS, STATS, Pool, StoreStats, bin_lows
+from converters.template import dataset_objects
 
 if TYPE_CHECKING:
     from converters.write import WrittenWells
@@ -57,16 +60,17 @@ def write_stats(store: Store, stats: StoreStats, table: pd.DataFrame) -> dict[st
     experiments: dict[str, list[str]] = {}
     for group, plate in stats.plates.items():
         summary = {name: pool.summary(stats.dtype) for name, pool in plate.pools.items()}
-        before = str(zarr.open_group(store, path=group, mode="r").attrs.get("coordinates", "")).split()
-        write_plate(store, group, plate.images, summary, plate.pools, stats)
-        node = zarr.open_group(store, path=group, mode="r+")
-        after = str(node.attrs.get("coordinates", "")).split()  # xarray's append replaces the plate's coordinate list
-        node.attrs.update({"coordinates": " ".join(sorted({*before, *after})),
+        added = write_plate(store, group, plate.images, summary, plate.pools, stats)
+        # opened without its consolidated view of its children (a finished store's, for `platezarr stats`), which
+        # would otherwise be written back, hiding the new variables from the root's consolidation
+        node = zarr.open_group(store, path=group, mode="r+", zarr_format=3, use_consolidated=False)
+        before = str(node.attrs.get("coordinates", "")).split()
+        node.attrs.update({"coordinates": " ".join(sorted({*before, *added})),
                            ATTR: pooled_attrs(summary, stats, int(plate.controls.sum()))})
         experiments.setdefault(group.split("/")[0], []).append(group)
     for experiment, groups in experiments.items():
         attrs = pooled_attrs(_summaries(stats.pooled(groups), stats), stats, _controls(stats, groups))
-        zarr.open_group(store, path=experiment, mode="r+").attrs[ATTR] = attrs
+        zarr.open_group(store, path=experiment, mode="r+", zarr_format=3).attrs[ATTR] = attrs
     _add_index_columns(table, stats)
     return pooled_attrs(_summaries(stats.pooled(list(stats.plates)), stats), stats, _controls(stats, list(stats.plates)))
 
@@ -80,8 +84,9 @@ def _controls(stats: StoreStats, groups: list[str]) -> int:
 
 
 def write_plate(store: Store, group: str, images: np.ndarray, summary: dict[str, np.ndarray], pools: dict[str, Pool],
-                stats: StoreStats) -> None:
-    """The plate's statistic variables, read back with plain xarray."""
+                stats: StoreStats) -> list[str]:
+    """The plate's statistic variables, read back with plain xarray, each object written once; the coordinates the
+    caller adds to the plate group's list of them."""
     coords = {
         "stat": ("stat", np.array(STATS, dtype=object), {"description": "Statistic of the pixels"}),
         "pool": ("pool", np.array(POOLS, dtype=object), {"description": "Images pooled: all, or the negative-control wells'"}),
@@ -100,7 +105,10 @@ def write_plate(store: Store, group: str, images: np.ndarray, summary: dict[str,
         coords=coords,
     )
     whole = {name: {"chunks": ds[name].shape} for name in ("pixel_stats", "plate_stats", "plate_histogram")}
-    ds.to_zarr(store, group=group, mode="a", zarr_format=3, consolidated=False, encoding=whole)
+    objects = dict(dataset_objects(ds, whole))
+    own = json.loads(objects.pop("zarr.json"))  # the group's document, made for these variables alone
+    put_objects(store, [(f"{group}/{key}", value) for key, value in objects.items()])
+    return str(own["attributes"].get("coordinates", "")).split()
 
 
 def _controls_attrs(stats: StoreStats) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +15,12 @@ from zarr.abc.store import Store
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.codec_pipeline import BatchedCodecPipeline, fill_value_or_default
-from zarr.core.common import concurrent_map
 from zarr.core.sync import sync
-from zarr.storage import LocalStore, MemoryStore, StorePath
+from zarr.storage import MemoryStore, StorePath
 
 from converters.embeddings import write_embeddings
 from converters.errors import MetadataError
-from converters.output import MARKER_ATTR, write_atomic
+from converters.output import MARKER_ATTR, put_objects
 from converters.plan import Plan, PlatePlan
 from converters.schema import Column
 from converters.shard import ShardLayout
@@ -223,16 +221,19 @@ class PlateGroups:
             objects += [(f"{plate.group}/{key}", doc) for key, doc in shape.documents.items()]
         for shape, groups in by_shape.values():
             objects += _encoded(shape, groups)
-        if isinstance(store, LocalStore):
-            for key, data in objects:
-                write_atomic(Path(store.root) / key, [data])
-            return
-        prototype = default_buffer_prototype()
+        put_objects(store, objects)
 
-        async def put(key: str, data: bytes) -> None:
-            await store.set(key, prototype.buffer.from_bytes(data))
 
-        sync(concurrent_map(objects, put, zarr.config.get("async.concurrency")))
+def dataset_objects(ds: xr.Dataset, encoding: dict[str, Any], consolidated: bool = False) -> list[tuple[str, bytes]]:
+    """The objects (key, bytes) `to_zarr` writes for `ds` as a group of its own, made in memory: stored with
+    `put_objects`, each is one PUT, where `to_zarr` into a bucket reads and rewrites the parents' zarr.json for
+    every array it creates."""
+    written: dict[str, Any] = {}
+    memory = MemoryStore(written)
+    ds.to_zarr(memory, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+    if consolidated:
+        zarr.consolidate_metadata(memory)
+    return [(key, value.to_bytes()) for key, value in written.items()]
 
 
 def _encoded(shape: _Shape, groups: list[tuple[str, dict[str, Coordinate]]]) -> list[tuple[str, bytes]]:

@@ -1,5 +1,6 @@
 """How long the pictures take (issue 13): a plate montage of a full 384-well RxRx1-sized plate, a site composite,
-and the montage's cost per well for RxRx3-sized sites (2048x2048, 16-bit, six channels).
+and the montage's cost per well for RxRx3-sized sites (2048x2048, 16-bit, six channels), stored as one chunk a site
+(the whole site decoded and shrunk) and in the rxrx3 schema's 256² tiles (only the central 512² read).
 
     python benchmarks/pictures.py
 
@@ -103,12 +104,16 @@ def main() -> int:
         }
         wells = ["A02", "A03", "B02", "B03"]
         write_rxrx3_source(work / "tars", {("gene-001", 1): wells}, size=2048)
-        big = work / "rxrx3.zarr"
-        pz.convert(work / "tars", big, dataclasses.replace(load_schema("rxrx3"), image_shape=(2048, 2048)))
-        seconds = timed(lambda: pz.plate_montage(big, "gene-001/Plate1"))
-        result["rxrx3_2048_uint16"] = {"wells": len(wells), "montage_seconds": seconds,
-                                       "seconds_per_well": seconds / len(wells),
-                                       "estimated_1536_well_plate_seconds": seconds / len(wells) * 1536}
+        schema = dataclasses.replace(load_schema("rxrx3"), image_shape=(2048, 2048))
+        for name, chunks in (("rxrx3_2048_uint16_one_chunk_a_site", "site"), ("rxrx3_2048_uint16_256_tiles", None)):
+            big = work / f"{name}.zarr"
+            pz.convert(work / "tars", big, schema, chunks=chunks)  # None: the schema's default, 256² tiles
+            seconds = timed(lambda: pz.plate_montage(big, "gene-001/Plate1"))
+            result[name] = {"wells": len(wells), "montage_seconds": seconds, "seconds_per_well": seconds / len(wells),
+                            "estimated_1536_well_plate_seconds": seconds / len(wells) * 1536}
+        one, tiled = (result[k]["montage_seconds"] for k in ("rxrx3_2048_uint16_one_chunk_a_site",
+                                                              "rxrx3_2048_uint16_256_tiles"))
+        result["rxrx3_montage_one_chunk_over_tiles"] = one / tiled
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))

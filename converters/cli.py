@@ -138,6 +138,18 @@ def check_scheduler_option(value: str | None) -> str | None:
         raise click.BadParameter(str(error)) from error
 
 
+def check_chunks_option(value: str | None) -> str | None:
+    """The --chunks value if it has the form of a chunk shape, else a usage error naming the forms it takes."""
+    from converters.errors import OptionError
+    from converters.plan import parse_chunks
+
+    try:
+        parse_chunks(value)
+        return value
+    except OptionError as error:
+        raise click.BadParameter(str(error)) from error
+
+
 @main.command("convert")
 @click.argument("src")
 @click.argument("out")
@@ -158,13 +170,16 @@ def check_scheduler_option(value: str | None) -> str | None:
               help="; ".join(f"{p.name}: {p.help}" for p in PROFILES.values()) + ".")
 @click.option("--format", "store_format", type=click.Choice(list(FORMATS)), default="native", show_default=True,
               help="native: the platezarr store; ome-zarr: OME-NGFF 0.5 HCS plates for napari, vizarr and OME tools.")
+@click.option("--chunks", metavar="SHAPE", callback=lambda c, p, v: check_chunks_option(v),
+              help="Chunks of the images inside each well's shard: site (a whole site), N (N x N tiles of every "
+                   "channel, for crops of large images), Y,X, C,Y,X or 1,1,C,Y,X; default: the dataset schema's.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (counts, gaps, estimated bytes) and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or plan) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert_command(src: str, out: str, dataset: str | None, metadata: str | None, embeddings: str | None,
                     experiment: str | None, plate: str | None, storage_options: dict | None, workers: int | None,
                     scheduler: str | None, overwrite: bool, on_error: str, compression: str, store_format: str,
-                    dry_run: bool, as_json: bool, no_progress: bool) -> None:
+                    chunks: str | None, dry_run: bool, as_json: bool, no_progress: bool) -> None:
     """Convert the dataset in folder SRC into the store OUT; re-running on an interrupted OUT resumes it."""
     if workers and scheduler:
         raise click.UsageError("--workers and --scheduler exclude each other: the cluster has its own workers")
@@ -172,7 +187,8 @@ def convert_command(src: str, out: str, dataset: str | None, metadata: str | Non
     try:
         options = Options(dataset=dataset, metadata=metadata, embeddings=embeddings, experiment=experiment, plate=plate,
                           compression=compression, storage_options=storage_options, workers=workers,
-                          scheduler=scheduler, overwrite=overwrite, on_error=on_error, format=store_format)
+                          scheduler=scheduler, overwrite=overwrite, on_error=on_error, format=store_format,
+                          chunks=chunks)
         if dry_run:
             plan = plan_only(src, options, progress=bar)
         else:

@@ -28,7 +28,7 @@ from converters.lock import owning
 from converters.metadata import ORIGIN, read_metadata
 from converters.options import Options
 from converters.output import Output, check_output, storage_errors
-from converters.plan import Plan, StoreSettings, make_plan
+from converters.plan import Plan, StoreSettings, make_plan, parse_chunks
 from converters.resume import keep_stored_chain, prepare
 from converters.schema import DatasetSchema, load_schema
 from converters.source import Listing, Source, open_source
@@ -122,7 +122,7 @@ def build_plan(src: str | os.PathLike[str], options: Options = Options(),
         vectors = read_embeddings(local_copy(options.embeddings, options.storage_options), schema,
                                   _shown(options.embeddings))
     dtype = _store_dtype(source, schema, index)
-    settings = StoreSettings.default(schema, options.compression, dtype)
+    settings = StoreSettings.default(schema, options.compression, dtype, parse_chunks(options.chunks))
     plan = make_plan(schema, index, source.url, table, dtype, settings, detected=dataset is None, embeddings=vectors)
     del index, table
     _release_memory()
@@ -190,7 +190,7 @@ def run_conversion(src: str | os.PathLike[str], out: str | os.PathLike[str] | St
         raise SourceError(f"{source.url}: not one image of the plan's {plan.n_sites} sites is in the source; "
                           "nothing to convert (--dry-run shows the plan)")
     check_output(output, source.url)
-    plan = keep_stored_chain(output, plan, options.overwrite)
+    plan = keep_stored_chain(output, plan, options.overwrite, chunks_given=options.chunks is not None)
     fmt = format_for(options.format, plan)
     job = WellJob(source, output, fmt, well_shape(plan), plan.dtype.str, options.on_error)
     return write_plan(plan, output, fmt, options, run_task, job, progress, started)

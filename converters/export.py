@@ -28,6 +28,7 @@ from converters.plan import Plan, PlatePlan, Report, StoreSettings, WellTask, We
 from converters.readers import open_root, plate_groups, read_array
 from converters.schema import Column, ColumnLevel, ColumnType, load_schema
 from converters.sitereader import SiteReader
+from converters.stats import well_stats
 from converters.write import WellResult, record_well
 
 EXPORT_FORMATS = [name for name in FORMATS if name != "native"]
@@ -65,13 +66,14 @@ def run_export(store: str | os.PathLike[str], out: str | os.PathLike[str], optio
 
 
 def export_well(job: ExportJob, task: WellTask) -> list[WellResult]:
-    """Read one stored well whole, checksums checked, write it in the output's format, then its completion record."""
+    """Read one stored well whole, checksums checked, write it in the output's format, then its completion record
+    (with the well's pixel statistics, which give the output's display windows as they do in `convert`)."""
     block = job.reader.read_well(task.group, task.well_index, task.well)
     present = np.zeros(block.shape[:2], dtype=bool)
     for site, channel, _ in task.files:
         present[site, channel] = True
     job.format.write_well(job.output, task.group, task.well_index, block)
-    result = WellResult(task.group, task.well_index, present, 0)
+    result = WellResult(task.group, task.well_index, present, 0, stats=well_stats(block, present))
     record_well(job.output, result)
     return [result]
 

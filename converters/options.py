@@ -4,12 +4,14 @@ and handed to the plan, the executor and the output."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from converters.errors import OptionError
 from converters.execute import check_scheduler_address
 from converters.formats import FORMATS
+from converters.plan import parse_chunks
 from converters.profiles import DEFAULT, parse_profile
 from converters.schema import DatasetSchema
 
@@ -40,6 +42,7 @@ class Options:
     experiment: str | None = None  # for sources whose paths do not name it
     plate: str | None = None
     compression: str = DEFAULT
+    chunks: str | int | Sequence[int] | None = None  # `parse_chunks`; None: the schema's default
     format: str = "native"
     storage_options: dict[str, Any] | None = None
     workers: int | None = None  # parallel wells on this machine (default: one per core)
@@ -51,6 +54,9 @@ class Options:
         parse_profile(self.compression)
         parse_format(self.format)
         parse_on_error(self.on_error)
+        if parse_chunks(self.chunks) is not None and self.format == "ome-zarr":
+            raise OptionError("format ome-zarr chooses its own chunks (one channel, tiles of up to 512 pixels) for "
+                              "viewers: leave chunks out, or convert to the native store (format native)")
         if self.format == "ome-zarr" and parse_profile(self.compression).reader_needs != "zarr":
             raise OptionError(f"compression {self.compression!r} is read only where platezarr is installed, not by the "
                               "viewers and OME tools OME-Zarr is for: use the default compression with format ome-zarr")

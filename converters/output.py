@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import obstore
 import zarr
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
@@ -88,10 +89,13 @@ class Output:
 
     def write_bytes(self, key: str, pieces: list[bytes]) -> None:
         """Write one object whole: on a local store as one atomic file write (skipping zarr's event loop),
-        elsewhere as one PUT. A reader, or a killed run, sees all of it or none."""
+        elsewhere as one PUT (in a bucket, never a multipart upload: obstore would split an object of over 5 MiB,
+        such as a 16-bit well's shard, into several requests). A reader, or a killed run, sees all of it or none."""
         try:
             if self.local_path is not None and not self.store.read_only:
                 write_atomic(self.local_path / key, pieces)
+            elif isinstance(self.store, ObjectStore):
+                obstore.put(self.store.store, key, b"".join(pieces), use_multipart=False)
             else:
                 sync(self.store.set(key, default_buffer_prototype().buffer.from_bytes(b"".join(pieces))))
         except OSError as exc:

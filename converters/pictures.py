@@ -46,6 +46,7 @@ CELL = 64  # montage thumbnail size aimed at, in pixels
 WINDOW = (50.0, 99.9)
 # Montage cells are block means, which rarely reach a single pixel's 99.9th percentile.
 THUMBNAIL_WINDOW = (50.0, 99.0)
+MONTAGE_WINDOW = 512  # side of the centre of a large tiled site a montage shows
 # A 5x7 bitmap font: per character seven rows of five pixels (bit 4 leftmost), two hex digits a row.
 FONT = {glyph[0]: glyph[1:] for glyph in (
     "A0E11111F111111|B1E11111E11111E|C0E11101010110E|D1C12111111121C|E1F10101E10101F|F1F10101E101010|G0E11101711110F|"
@@ -294,14 +295,17 @@ def plate_montage(url: str | os.PathLike[str], plate: str, *, site: int | None =
                   channels: Sequence[str] | None = None, ranges: str = "plate", cell: int = CELL,
                   storage_options: dict[str, Any] | None = None) -> np.ndarray:
     """(h, w, 3) uint8: the plate as people know it, a thumbnail of one site in each well position, rows and
-    columns labelled. Reads one chunk per well (the site `site`, by default each well's first with an image).
+    columns labelled. Reads one chunk per well (the site `site`, by default each well's first with an image); of
+    large sites stored in tiles (RxRx3's 2048² in 256² tiles), only the tiles of the central `MONTAGE_WINDOW`².
 
     Positions with no well in the store are dark grey; a well whose site has no image is crossed in red, one
     with some of its channels missing is framed in red."""
     view = PlateView.open(url, plate, storage_options)
     picked = view.channels(channels)
     shape = _plate_shape(view.attrs)
-    height, width = view.attrs["image_shape"]
+    reader = view.reader()
+    window = centre_window(reader)
+    height, width = view.attrs["image_shape"] if window is None else (MONTAGE_WINDOW, MONTAGE_WINDOW)
     factor = max(1, min(height, width) // cell)
     grid = PlateGrid.for_wells(view.wells, shape, min(height, width) // factor)
     canvas = np.zeros((*grid.size, 3), dtype=np.uint8)
@@ -311,7 +315,7 @@ def plate_montage(url: str | os.PathLike[str], plate: str, *, site: int | None =
             y, x = grid.origin(r, c)
             canvas[y: y + grid.cell, x: x + grid.cell] = ABSENT
     fixed = None if ranges == "site" else view.ranges(ranges, picked, window=THUMBNAIL_WINDOW)
-    colors, reader = view.colors(picked), view.reader()
+    colors = view.colors(picked)
     chosen = None if site is None else view.site_index(site)
     shown = [_first_site(view.present[w]) if chosen is None else chosen for w in range(len(view.wells))]
 
@@ -319,7 +323,8 @@ def plate_montage(url: str | os.PathLike[str], plate: str, *, site: int | None =
         s = shown[w]
         if s is None or not view.present[w, s].any():
             return None
-        pixels = reader.read_site(view.group, w, s, view.wells[w])
+        pixels = reader.read_site(view.group, w, s, view.wells[w]) if window is None else \
+            reader.read_window(view.group, w, s, window, view.wells[w])
         small = shrink(pixels[picked], factor, grid.cell)
         ranges = fixed if fixed is not None else view.ranges("site", picked, pixels, THUMBNAIL_WINDOW)
         return composite(small, colors, ranges, view.vmax)
@@ -338,6 +343,16 @@ def plate_montage(url: str | os.PathLike[str], plate: str, *, site: int | None =
         if s is not None and not view.present[w, s].all():
             mark_frame(box)
     return canvas
+
+
+def centre_window(reader: SiteReader) -> tuple[slice, slice] | None:
+    """The central MONTAGE_WINDOW² of a site, if the site is at least twice that on each side and stored in tiles
+    (then the montage reads a sixteenth of a 2048² site), else None: the montage shrinks the whole site."""
+    tile = reader.layout.chunk_shape[-2:]
+    if any(n < 2 * MONTAGE_WINDOW or t >= n for n, t in zip(reader.image_shape, tile)):
+        return None
+    y, x = ((n - MONTAGE_WINDOW) // 2 for n in reader.image_shape)
+    return slice(y, y + MONTAGE_WINDOW), slice(x, x + MONTAGE_WINDOW)
 
 
 def _first_site(present: np.ndarray) -> int | None:

@@ -9,7 +9,7 @@ to workers. Nothing here reads pixels or writes anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,12 +18,12 @@ import pandas as pd
 import pyarrow as pa
 
 from converters.embeddings import EmbeddingsTable
-from converters.errors import MetadataError, SourceError
+from converters.errors import MetadataError, OptionError, SchemaError, SourceError
 from converters.layouts.files import SourceIndex
 from converters.layouts.tars import TAR_COLUMN, MemberNames
 from converters.metadata import ORIGIN, MetadataTable
 from converters.profiles import DEFAULT, Profile, chains_of, parse_profile, profile_for
-from converters.schema import Column, DatasetSchema
+from converters.schema import Column, DatasetSchema, _load_raw, schema_dir
 from converters.sitekeys import SiteKeys, distinct, first_of_runs, not_in
 
 SITE_KEY = ["experiment", "plate", "well", "site"]
@@ -33,7 +33,7 @@ EXAMPLES = 5
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """How images are chunked, sharded and compressed (a whole site per chunk, a whole well per shard)."""
+    """How images are chunked, sharded and compressed (a whole well per shard; a whole site, or tiles of it, per chunk)."""
 
     chunks: tuple[int, ...]
     shards: tuple[int, ...]
@@ -52,11 +52,66 @@ class StoreSettings:
         return profile_for(self.compression, np.dtype(self.dtype))
 
     @classmethod
-    def default(cls, schema: DatasetSchema, compression: str = DEFAULT, dtype: np.dtype | None = None) -> StoreSettings:
+    def default(cls, schema: DatasetSchema, compression: str = DEFAULT, dtype: np.dtype | None = None,
+                chunks: tuple[int, int, int] | None = None) -> StoreSettings:
+        """A shard per well, its chunks as asked (`parse_chunks`), else as the schema's file says, else a whole site.
+
+        A tile longer than the image is cut to it; tiles that do not divide the image make the shard reach past the
+        image, its edge chunks padded with the fill value as Zarr pads them."""
         n_sites, n_channels = len(schema.sites), len(schema.channels)
         y, x = schema.image_shape
-        return cls(chunks=(1, 1, n_channels, y, x), shards=(1, n_sites, n_channels, y, x), compression=compression,
-                   dtype=str(np.dtype(dtype if dtype is not None else schema.dtype)))
+        c, ty, tx = chunks if chunks is not None else schema_chunks(schema)
+        c, ty, tx = c or n_channels, min(ty or y, y), min(tx or x, x)
+        if n_channels % c:
+            raise OptionError(f"chunks of {c} channels do not divide the {n_channels} channels of {schema.name}: give "
+                              f"one of {', '.join(str(d) for d in range(1, n_channels + 1) if n_channels % d == 0)}")
+        return cls(chunks=(1, 1, c, ty, tx), shards=(1, n_sites, n_channels, -(-y // ty) * ty, -(-x // tx) * tx),
+                   compression=compression, dtype=str(np.dtype(dtype if dtype is not None else schema.dtype)))
+
+
+CHUNKS_FORMS = ("site (one chunk per site), N (N x N tiles of every channel), Y,X, C,Y,X (C channels per chunk) or "
+                "1,1,C,Y,X (the images array's own chunk shape)")
+SMALLEST_TILE = 16  # a tile side below this is a typo, not a layout: its shard index would outweigh its pixels
+
+
+def parse_chunks(value: str | int | Sequence[int] | None) -> tuple[int, int, int] | None:
+    """The chunks asked for as (channels, y, x) per chunk, 0 meaning the whole extent; None: the schema's default.
+
+    Accepts `CHUNKS_FORMS`, as text ("512", "1,512,512") or numbers; anything else is an OptionError saying so."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "site":
+        return (0, 0, 0)
+    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+    numbers = [_positive(p) for p in parts]
+    if len(numbers) not in (1, 2, 3, 5) or None in numbers:
+        raise OptionError(f"chunks must be {CHUNKS_FORMS}, with positive integers; not {value!r}")
+    shape = [n for n in numbers if n is not None]
+    if len(shape) == 5 and shape[:2] != [1, 1]:
+        raise OptionError(f"chunks {value!r}: a chunk holds one well and one site, so 1,1,C,Y,X starts with 1,1")
+    shape = shape[-3:] if len(shape) >= 3 else [0, shape[0], shape[-1]]
+    if min(shape[1:]) < SMALLEST_TILE:
+        raise OptionError(f"chunks {value!r}: tiles must be at least {SMALLEST_TILE} pixels on a side")
+    return shape[0], shape[1], shape[2]
+
+
+def _positive(part: object) -> int | None:
+    """`part` as a positive int if it is one (or its digits), else None."""
+    if isinstance(part, str) and part.strip().isdigit():
+        part = int(part)
+    return part if isinstance(part, int) and not isinstance(part, bool) and part > 0 else None
+
+
+def schema_chunks(schema: DatasetSchema) -> tuple[int, int, int]:
+    """The chunks the schema's file declares (`chunks = 256`, as `--chunks` takes them), else a whole site per chunk."""
+    try:
+        declared = _load_raw(schema.name).get("chunks")
+    except SchemaError:  # a schema made in code, with no file
+        return (0, 0, 0)
+    try:
+        return parse_chunks(declared) or (0, 0, 0)
+    except OptionError as exc:
+        raise SchemaError(f"{schema_dir() / schema.name}.toml: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -63,16 +63,31 @@ def finished_wells(output: Output) -> dict[tuple[str, int], WellResult]:
     return finished
 
 
-def keep_stored_chain(output: Output, plan: Plan, overwrite: bool) -> Plan:
+def keep_stored_chain(output: Output, plan: Plan, overwrite: bool, chunks_given: bool = False) -> Plan:
     """The plan, resuming an unfinished store with the codec chain it was begun with when an earlier version's
-    profile of the same name used another one for this dtype (16-bit stores begun with zstd-3 stay zstd-3)."""
+    profile of the same name used another one for this dtype (16-bit stores begun with zstd-3 stay zstd-3), and
+    unless `chunks_given`, with the chunks and shards it was begun with (a schema's default may have changed since)."""
     attrs: dict[str, Any] = (output.root_meta() or {}).get("attributes", {}) if not overwrite else {}
-    stored = attrs.get(MARKER_ATTR, {}).get("plan", {}).get("codec")
+    stored_plan = attrs.get(MARKER_ATTR, {}).get("plan", {})
+    if not chunks_given:
+        plan = _keep_stored_chunks(output, plan, stored_plan)
+    stored = stored_plan.get("codec")
     settings = plan.settings
     if stored is None or stored == settings.profile.codec or stored not in chains_of(settings.compression):
         return plan
     log.info("%s was begun with %s: resuming with it", output.location, stored)
     return dataclasses.replace(plan, settings=dataclasses.replace(settings, codec=stored))
+
+
+def _keep_stored_chunks(output: Output, plan: Plan, stored: dict[str, Any]) -> Plan:
+    """The plan with the chunks and shards of the store's plan `stored`, if they are another cut of the same images."""
+    settings = plan.settings
+    chunks, shards = tuple(stored.get("chunks") or ()), tuple(stored.get("shards") or ())
+    same_images = stored.get("image_shape") == list(plan.schema.image_shape) and shards[:3] == settings.shards[:3]
+    if not same_images or (chunks, shards) == (settings.chunks, settings.shards):
+        return plan
+    log.info("%s was begun with chunks %s: resuming with them", output.location, list(chunks))
+    return dataclasses.replace(plan, settings=dataclasses.replace(settings, chunks=chunks, shards=shards))
 
 
 def prepare(output: Output, plan: Plan, fmt: StoreFormat, overwrite: bool, started: str) -> dict[tuple[str, int], WellResult]:

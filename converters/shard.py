@@ -83,9 +83,12 @@ class ShardLayout:
         return self.separator.join(["c", *map(str, shard_coords)])
 
     def encode(self, block: np.ndarray) -> list[bytes]:
-        """The bytes of one full shard as pieces (chunks in Morton order, then the index); joined, the shard."""
-        if block.shape != self.shard_shape:
-            raise ValueError(f"block of shape {block.shape} is not one full shard {self.shard_shape}")
+        """The bytes of one full shard as pieces (chunks in Morton order, then the index); joined, the shard.
+
+        A block smaller than the shard (an image that its tiles do not divide) is padded with the fill value 0,
+        as Zarr pads the edge chunks of an array."""
+        if block.ndim != len(self.shard_shape) or any(b > s for b, s in zip(block.shape, self.shard_shape)):
+            raise ValueError(f"block of shape {block.shape} does not fit in one shard {self.shard_shape}")
         index = np.full((*self.chunks_per_shard, 2), EMPTY, dtype="<u8")
         pieces: list[bytes] = []
         offset = 0
@@ -99,6 +102,8 @@ class ShardLayout:
     def _encode_chunks(self, block: np.ndarray) -> Iterator[tuple[tuple[int, ...], bytes]]:
         for coords in morton_order(self.chunks_per_shard):
             chunk = block[tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, self.chunk_shape))]
+            if chunk.shape != self.chunk_shape:
+                chunk = np.pad(chunk, [(0, n - m) for m, n in zip(chunk.shape, self.chunk_shape)])
             yield coords, b"".join(_with_crc(self.profile.encode(np.ascontiguousarray(chunk))))
 
     def parse_index(self, data: bytes, where: str) -> np.ndarray:

@@ -17,13 +17,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from converters.errors import BucketError, StoreError
+from converters.errors import BucketError, OptionError, StoreError
 from converters.formats.native import NativeFormat
 from converters.formats.ome import OmeFormat
 from converters.output import ROOT_ATTR
@@ -95,6 +95,16 @@ def _s3fs_waits(options: dict[str, Any], connect: float, timeout: float, connect
     return {"config_kwargs": config | options.get("config_kwargs", {})}
 
 
+def _bounds(window: slice, size: int, axis: str) -> tuple[int, int]:
+    """(start, stop) of a window's slice along an axis of `size` pixels; an OptionError unless it is a non-empty
+    range of consecutive pixels inside the site."""
+    start, stop, step = window.indices(size)
+    if step != 1 or start >= stop or (window.stop is not None and window.stop > size):
+        raise OptionError(f"window {axis} {window.start}:{window.stop} is not a range of pixels inside a site of "
+                          f"{size} on {axis}")
+    return start, stop
+
+
 def _seconds(value: Any) -> float:
     """A duration as obstore's options take it (seconds, a timedelta, or text like "30s", "500ms", "1m") in seconds."""
     if hasattr(value, "total_seconds"):
@@ -120,9 +130,10 @@ class SiteReader:
         key = f"{group}/images/zarr.json"
         self.format: NativeFormat | OmeFormat
         try:
-            self.format = NativeFormat(ShardLayout.of(json.loads(self._reads().read(key)), f"{self.url}/{group}/images"))
+            meta = json.loads(self._reads().read(key))
+            self.format = NativeFormat(ShardLayout.of(meta, f"{self.url}/{group}/images"))
             self.layout = self.format.layout
-            self.sites, self.image_shape = self.layout.shard_shape[1], self.layout.shard_shape[-2:]
+            self.sites, self.image_shape = self.layout.shard_shape[1], tuple(meta["shape"][-2:])  # shards may pad it
         except FileNotFoundError:  # an OME-Zarr output: each field is an array of its own (converters/formats/ome.py)
             self.format = OmeFormat.of_plate(self._plate_attrs(group), f"{self.url}/{group}")
             self.layout = self.format.levels[0]
@@ -131,17 +142,46 @@ class SiteReader:
             raise StoreError(f"{self.url}/{key}: cannot read the images array's metadata ({exc})") from exc
 
     def read_site(self, group: str, well_index: int, site_index: int, well: str = "") -> np.ndarray:
-        """One site's (channel, y, x) pixels: one ranged read per chunk once its shard's index is known."""
+        """One site's (channel, y, x) pixels: once its shard's index is known, one ranged read when the site is one
+        chunk or its tiles lie together in the shard (they do with one site per well), else one per run of them."""
+        y, x = self.image_shape
+        return self.read_window(group, well_index, site_index, (slice(0, y), slice(0, x)), well)
+
+    def read_window(self, group: str, well_index: int, site_index: int, window: tuple[slice, slice],
+                    well: str = "") -> np.ndarray:
+        """The (channel, y, x) pixels of `window`, the (y0:y1, x0:x1) slices of a site, reading only the chunks it
+        intersects: one ranged read per run of them lying next to each other in the shard (a crop of a tiled site
+        reads its few tiles; of a site stored as one chunk, the whole site)."""
+        (y0, y1), (x0, x1) = (_bounds(w, n, axis) for w, n, axis in zip(window, self.image_shape, "yx"))
         key, chunks = self._locate(group, well_index, site_index)
         index = self._index(key, well)
         tile = self.layout.chunk_shape[-3:]
-        site = np.zeros(self.layout.shard_shape[-3:], dtype=self.layout.dtype)
-        for coords in chunks:
-            offset, nbytes = (int(v) for v in index[coords])
-            if offset != EMPTY:
-                chunk = self.layout.decode_chunk(self._read(key, well, offset, nbytes), f"{self.url}/{key}")
-                site[tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords[-3:], tile))] = chunk.reshape(tile)
-        return self._cropped(site)
+        out = np.zeros((self.layout.shard_shape[-3], y1 - y0, x1 - x0), dtype=self.layout.dtype)
+        wanted = [c for c in chunks if c[-2] * tile[1] < y1 and (c[-2] + 1) * tile[1] > y0
+                  and c[-1] * tile[2] < x1 and (c[-1] + 1) * tile[2] > x0]
+        for coords, data in self._chunk_bytes(key, well, index, wanted):
+            chunk = self.layout.decode_chunk(data, f"{self.url}/{key}").reshape(tile)
+            c, ty, tx = (n * t for n, t in zip(coords[-3:], tile))
+            ya, yb, xa, xb = max(y0, ty), min(y1, ty + tile[1]), max(x0, tx), min(x1, tx + tile[2])
+            out[c:c + tile[0], ya - y0:yb - y0, xa - x0:xb - x0] = chunk[:, ya - ty:yb - ty, xa - tx:xb - tx]
+        return out
+
+    def _chunk_bytes(self, key: str, well: str, index: np.ndarray,
+                     chunks: list[tuple[int, ...]]) -> Iterator[tuple[tuple[int, ...], bytes]]:
+        """The stored bytes of each of `chunks` present in the shard `key`, read as one range per run of chunks that
+        follow each other in the shard."""
+        located = sorted((int(index[c][0]), int(index[c][1]), c) for c in chunks if int(index[c][0]) != EMPTY)
+        runs: list[list[tuple[int, int, tuple[int, ...]]]] = []
+        for piece in located:
+            if runs and runs[-1][-1][0] + runs[-1][-1][1] == piece[0]:
+                runs[-1].append(piece)
+            else:
+                runs.append([piece])
+        for run in runs:
+            start = run[0][0]
+            data = self._read(key, well, start, run[-1][0] + run[-1][1] - start)
+            for offset, nbytes, coords in run:
+                yield coords, data if len(run) == 1 else data[offset - start:offset - start + nbytes]
 
     def read_well(self, group: str, well_index: int, well: str = "") -> np.ndarray:
         """One well's (site, channel, y, x) pixels, read as whole shards (one per well, or per field of OME-Zarr),

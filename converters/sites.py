@@ -1,7 +1,8 @@
 """`SiteDataset`: a map-style dataset of whole sites for training loops, one ranged read per site.
 
 Pixels come through the store's one site reader (converters/sitereader.py): after a shard's index is
-known, a site costs one ranged GET on a bucket (one `pread` locally), its CRC32C checked. Safe in
+known, a site costs one ranged GET on a bucket (one `pread` locally), its CRC32C checked; a crop of
+a store of tiled chunks reads only the tiles it intersects. Safe in
 PyTorch DataLoader workers with fork or spawn; torch itself is not needed.
 """
 
@@ -66,7 +67,11 @@ class SiteDataset:
         i = i + len(self) if i < 0 else i
         row = self.table.iloc[i]
         assert self._reader is not None  # a dataset with rows has a reader
-        pixels = self._reader.read_site(str(row["group"]), int(row["well_index"]), int(row["site_index"]), str(row["well"]))
+        # A crop reads only the chunks it intersects (the tiles of a tiled store; a whole-site chunk otherwise); the
+        # transform's window of pixels already cropped is all of them, so it only normalizes.
+        window = self.transform.window(i, self._reader.image_shape)
+        pixels = self._reader.read_window(str(row["group"]), int(row["well_index"]), int(row["site_index"]), window,
+                                          str(row["well"]))
         return self.transform(pixels[self.channels], i), _metadata(row)
 
 

@@ -26,6 +26,7 @@ import xarray as xr
 
 import converters as pz
 from converters.location import parse_location
+from converters.output import Output
 from converters.schema import load_schema
 from sources import write_metadata, write_rxrx_source
 
@@ -256,6 +257,17 @@ def test_storage_options_instead_of_the_environment(s3, store_url: str) -> None:
     bad = subprocess.run([sys.executable, "-m", "converters.cli", "info", store_url, "--storage-options", "[1]"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and "JSON object" in bad.stderr
+
+
+def test_a_shard_of_over_5_mib_is_one_put(s3) -> None:
+    """A 16-bit well's shard (an RxRx3 well is about 30 MiB) goes up in one PUT, not as a multipart upload."""
+    output = Output.open(f"{bucket(s3, 'big-shard')}/o.zarr")
+    data = np.random.default_rng(0).integers(0, 256, 6 << 20, dtype=np.uint8).tobytes()  # 6 MiB, incompressible
+    s3.requests.clear()
+    output.write_bytes("HUVEC-01/Plate1/images/c.0.0.0.0.0", [data[:1000], data[1000:]])
+    assert s3.count() == s3.count("PUT") == 1, dict(s3.requests)
+    assert boto3.client("s3", endpoint_url=s3.endpoint).get_object(
+        Bucket="big-shard", Key="o.zarr/HUVEC-01/Plate1/images/c.0.0.0.0.0")["Body"].read() == data
 
 
 def test_each_well_written_to_a_bucket_is_one_shard_put_and_one_record_put(s3, tmp_path: Path) -> None:

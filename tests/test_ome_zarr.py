@@ -88,13 +88,16 @@ def check_plate(out: Path, group: str, expected: dict[tuple[str, int], np.ndarra
 
 
 def check_windows(out: Path, group: str, well: str, pixels: list[np.ndarray]) -> None:
-    """omero windows lie between robust extremes of the channel's present pixels, start below end."""
+    """omero windows are the 1st and 99th percentiles of each channel's present pixels on the plate (`pixels`), pooled
+    from the pixel statistics: exact for 8-bit images, within 1/128 of the value for 16-bit ones (stats.py)."""
     row, column = well[:-2], well[-2:]
     channels = zarr.open_group(out / group / row / column / "0", mode="r").attrs["ome"]["omero"]["channels"]
     for c, values in enumerate(pixels):
         window = channels[c]["window"]
         assert window["min"] == 0 and window["max"] == np.iinfo(values.dtype).max
-        assert np.percentile(values, 0.1) <= window["start"] < window["end"] <= np.percentile(values, 99.9) + 1, c
+        low, high = np.percentile(values, [1, 99])
+        np.testing.assert_allclose([window["start"], window["end"]], [low, max(high, low + 1)],
+                                   rtol=0 if values.dtype == np.uint8 else 1 / 128, err_msg=f"channel {c}")
 
 
 # --- the real RxRx1 sample: 10 plates, well B02, site 2 lacks w5 and w6 --------------------------------------------

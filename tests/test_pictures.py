@@ -15,6 +15,7 @@ import imagecodecs
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import xarray as xr
 
 import converters as pz
 from conftest import shared
@@ -252,3 +253,32 @@ def test_show_returns_the_written_file(plate_store, tmp_path: Path) -> None:
     out, _ = plate_store
     path, (width, height) = show(out, "HUVEC-01/Plate1", tmp_path / "m.png")
     assert path.exists() and (height, width) == PlateGrid(16, 24, 64).size
+
+
+def test_the_montage_of_large_tiled_sites_shows_their_centre(tmp_path: Path) -> None:
+    """RxRx3's layout at 1024² (16-bit tiles cut from the real CPJUMP1 fields, tests/sources.py `tile16`), stored in
+    the rxrx3 schema's 256² tiles: each well's thumbnail is the central 512² of its site (the only tiles read),
+    shrunk, in the plate's display ranges."""
+    import dataclasses
+
+    from converters.pictures import MONTAGE_WINDOW, THUMBNAIL_WINDOW, PlateView, composite, shrink
+    from converters.schema import load_schema
+    from sources import write_rxrx3_source
+
+    written = write_rxrx3_source(tmp_path / "tars", {("gene-001", 1): ["AA02", "AB05"]}, size=1024)
+    out = tmp_path / "o.zarr"
+    pz.convert(tmp_path / "tars", out, dataclasses.replace(load_schema("rxrx3"), image_shape=(1024, 1024)))
+    group = "gene-001/Plate1"
+    assert xr.open_zarr(out, group=group)["images"].encoding["chunks"][-2:] == (256, 256)
+    montage = pz.plate_montage(out, group)
+    view = PlateView.open(out, group)
+    picked = view.channels(None)
+    ranges = view.ranges("plate", picked, window=THUMBNAIL_WINDOW)
+    grid = PlateGrid(32, 48, 64)
+    start = (1024 - MONTAGE_WINDOW) // 2
+    for well, (row, column) in (("AA02", (26, 1)), ("AB05", (27, 4))):
+        site = np.stack([written[f"gene-001/1/{well}_s1_w{c}.png"] for c in range(1, 7)])
+        centre = site[:, start:start + MONTAGE_WINDOW, start:start + MONTAGE_WINDOW]
+        expected = composite(shrink(centre[picked], MONTAGE_WINDOW // 64, 64), view.colors(picked), ranges, view.vmax)
+        y, x = grid.origin(row, column)
+        np.testing.assert_array_equal(montage[y: y + 64, x: x + 64], expected, err_msg=well)

@@ -92,3 +92,6 @@ def test_root_attributes_validate_against_the_json_schema(demo_store: Path) -> N
     jsonschema.validate(attrs, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(attrs | {"layout_version": 2}, schema)
+    stats = attrs["pixel_stats"]  # described too: a mean that is not a number is refused
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(attrs | {"pixel_stats": stats | {"all": stats["all"] | {"mean": ["x"]}}}, schema)

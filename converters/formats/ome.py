@@ -3,10 +3,10 @@
 
 The worker that decoded a well writes all of it but the OME group metadata: for each field and
 level an array's zarr.json and its one shard, encoded here (converters/shard.py, inner chunks of one
-channel, tiled for large images) and written as one object each, plus a record of the fields'
-display percentiles. `finalize` then writes what depends on every well: image groups (multiscales
-and omero, whose windows pool the plate's percentiles), well and plate groups, the root `index` and
-the root attributes last, so the output reads as complete only when all of it is there.
+channel, tiled for large images) and written as one object each. `finalize` then writes what depends
+on every well: image groups (multiscales and omero, whose display windows are the plate's pooled
+pixel statistics), well and plate groups, the root `index` and the root attributes last, so the
+output reads as complete only when all of it is there.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from converters.schema import DatasetSchema, _load_raw
 from converters.shard import ShardLayout
 from converters.template import plate_dataset
 from converters.wells import row_index, split_well, well_name
-from converters.windows import field_percentiles, plate_windows
+from converters.statstore import plate_display_range
+from converters.windows import plate_windows
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 VERSION = "0.5"
 AXES = ("c", "y", "x")
 SEPARATOR = "."  # chunk keys `c.0.0.0`: one file per shard, no folders of chunks
-PERCENTILES = f"{RECORDS}/ome"  # per well: its fields' display percentiles, pooled by `finalize`
 STANDARD_PLATES = ((2, 3), (3, 4), (4, 6), (6, 8), (8, 12), (16, 24), (32, 48))  # rows, columns
 WRITERS = 8  # concurrent metadata writes in `finalize` (one small object per field and well)
 
@@ -111,26 +111,25 @@ class OmeFormat:
         write_all(output, ((f"{g}/zarr.json", group_json(attrs)) for g, attrs in groups))
 
     def write_well(self, output: Output, group: str, well_index: int, block: np.ndarray) -> None:
-        """Every field's levels (array metadata and one shard each), then the fields' display percentiles. The well
-        and field groups get their OME metadata in `finalize`, once the plate's display windows are known."""
+        """Every field's levels: array metadata and one shard each. The well and field groups get their OME
+        metadata in `finalize`, once the plate's display windows are known."""
         well = self._path(output, group, well_index)
         output.write_json(f"{group}/{well}/zarr.json", group_json({}))
-        percentiles = np.zeros((*block.shape[:2], 2))
         for site, image in enumerate(block):
-            percentiles[site] = field_percentiles(image)
             output.write_json(f"{group}/{well}/{site}/zarr.json", group_json({}))
             for level, layout in enumerate(self.levels):
                 image = halve(image) if level else image
                 path = f"{group}/{well}/{site}/{level}"
                 output.write_json(f"{path}/zarr.json", self.arrays[level])
                 output.write_bytes(f"{path}/{layout.key((0, 0, 0))}", layout.encode(_padded(image, layout.shard_shape)))
-        output.write_json(percentiles_key(group, well_index), {"percentiles": percentiles.tolist()})
 
     def finalize(self, output: Output, plan: Plan, written: WrittenWells) -> None:
         """Image, well and plate groups, the index, then the root attributes; the records go last."""
         datasets = {p.group: plate_dataset(plan, p) for p in plan.plates}
         for plate in plan.plates:
-            write_all(output, self._plate_groups(output, plan, plate, datasets[plate.group], written.present[plate.group]))
+            windows = plate_windows(plate_display_range(written, plate.group), plan.dtype)
+            write_all(output, self._plate_groups(output, plan, plate, datasets[plate.group], written.present[plate.group],
+                                                 windows))
         table = index_table(plan, datasets, written.present)
         if len(table):
             table["ome_path"] = [f"{g}/{self._path_of(g, w)}/{s}" for g, w, s in
@@ -198,15 +197,13 @@ class OmeFormat:
             found.append(json.loads(written.to_bytes()))
         return found
 
-    def _plate_groups(self, output: Output, plan: Plan, plate: PlatePlan, ds: xr.Dataset,
-                      present: np.ndarray) -> Iterator[tuple[str, dict]]:
-        """The group metadata of one plate: fields and wells of the wells written, and the plate itself."""
+    def _plate_groups(self, output: Output, plan: Plan, plate: PlatePlan, ds: xr.Dataset, present: np.ndarray,
+                      windows: list[dict[str, float]]) -> Iterator[tuple[str, dict]]:
+        """The group metadata of one plate: fields and wells of the wells written (those holding an image), and the
+        plate itself."""
         self._path(output, plate.group, 0)
-        found = read_all(output, [percentiles_key(plate.group, w) for w in range(len(plate.wells))])
-        records = {w: record["percentiles"] for w, record in enumerate(found) if record is not None}
-        done = list(records)
-        stacked = np.array([records[w] for w in done]).reshape(-1, present.shape[2], 2)
-        image = self._image_attrs(plan, plate_windows(stacked, present[done].reshape(-1, present.shape[2]), plan.dtype))
+        done = np.flatnonzero(present.any(axis=(1, 2))).tolist()
+        image = self._image_attrs(plan, windows)
         columns = _well_columns(ds)
         n_rows, n_columns = plate_grid(plan.schema, plate.wells)
         for w in done:
@@ -295,11 +292,6 @@ def plate_grid(schema: DatasetSchema, wells: Iterable[str]) -> tuple[int, int]:
 def group_json(attrs: dict[str, Any]) -> dict[str, Any]:
     """A Zarr v3 group's zarr.json."""
     return {"zarr_format": 3, "node_type": "group", "attributes": attrs}
-
-
-def percentiles_key(group: str, well_index: int) -> str:
-    """The record of a written well's display percentiles (deleted with the other records at the end)."""
-    return f"{PERCENTILES}/{group}/{well_index}.json"
 
 
 def write_all(output: Output, items: Iterable[tuple[str, dict]]) -> None:

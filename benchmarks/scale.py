@@ -303,15 +303,20 @@ class LoadSampler:
 def cost_model(layouts: dict, scheduler: dict) -> list[dict]:
     """Hours, requests and the rates they need, for each dataset on each number of cores. Compute-bound with perfect
     scaling (hours = sites x write-stage CPU s per site / cores), and no faster than the client + scheduler process
-    can hand out one task per well; requests = sites x the per-site hot path + the fixed requests of the measured
-    store once per plate (an upper bound: part of them is per store)."""
+    can hand out jobs, each of as many wells as `converters.execute.batch_size` puts in one (about 2 s of work) and
+    costing what one dask task costs it (the no-op tasks submitted all at once); requests = sites x the per-site hot
+    path + the fixed requests of the measured store once per plate (an upper bound: part of them is per store)."""
+    from converters.execute import batch_size
+
     rows = []
-    max_tasks_per_s = 1e3 / scheduler["distributed"]["client_scheduler_cpu_ms_per_task"]
+    job_ms = scheduler["distributed_all_at_once"]["client_scheduler_cpu_ms_per_task"]
+    max_tasks_per_s = 1e3 / job_ms
     for dataset, (sites, plates, name, source_bytes, _) in DATASETS.items():
         m = layouts.get(name)
         if m is None:
             continue
-        cpu, sites_per_task = m["local"]["write_cpu_s_per_site"], m["sites_per_well"]
+        cpu = m["local"]["write_cpu_s_per_site"]
+        sites_per_task = m["sites_per_well"] * batch_size(cpu * m["sites_per_well"])  # sites a job for the cluster holds
         s3 = m.get("s3")
         for cores in CORES:
             sites_per_s = cores / cpu
@@ -322,8 +327,7 @@ def cost_model(layouts: dict, scheduler: dict) -> list[dict]:
                    "source_MB_per_s": sites_per_s * (source_bytes or m["local"]["source_bytes_per_site"]) / 1e6,
                    "output_MB_per_s": sites_per_s * m["local"]["output_bytes_per_site"] / 1e6,
                    "tasks_per_s": sites_per_s / sites_per_task,
-                   "scheduler_share": sites_per_s / sites_per_task
-                   * scheduler["distributed"]["client_scheduler_cpu_ms_per_task"] / 1e3}
+                   "scheduler_share": sites_per_s / sites_per_task * job_ms / 1e3}
             if s3:
                 per_site = s3["hot_per_site"]
                 reads = sum(v for k, v in per_site.items() if k.startswith("source"))
@@ -373,7 +377,7 @@ def report(r: dict) -> str:
               f"once (client.map, as_completed): {b['tasks_per_s']:.0f} tasks/s, {b['client_scheduler_cpu_ms_per_task']:.2f} "
               "ms CPU per task in the client + scheduler process", "",
               "| dataset | sites | cores | time, CPU-bound | time, scheduler-bound | sites/s | source MB/s | output MB/s "
-              "| requests | read req/s | write req/s | tasks/s | scheduler busy |",
+              "| requests | read req/s | write req/s | jobs/s | scheduler busy |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in r["cost_model"]:
         lines.append(f"| {c['dataset']} ({c['layout']}) | {c['sites']:,} | {c['cores']} | {duration(c['hours'])} | "

@@ -59,3 +59,22 @@ def test_unreachable_scheduler(tmp_path: Path) -> None:
                              "rxrx1_demo", "--no-progress", "--scheduler", "tcp://127.0.0.1:1"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "cannot reach the Dask scheduler" in result.stderr
+
+
+def _square(offset: int, task: int) -> int:
+    return offset + task * task
+
+
+def test_small_tasks_go_to_the_cluster_in_batches(cluster) -> None:
+    """300 tasks of microseconds: every result comes back once, in far fewer jobs than tasks (the scheduler's work per
+    job would otherwise bound the cluster), the first window one task a job."""
+    import distributed
+
+    from converters.execute import run_tasks
+
+    with distributed.Client(cluster) as client:
+        client.get_task_stream()  # starts the scheduler's record of the jobs run
+        results = list(run_tasks(_square, 7, range(300), workers=1, scheduler=cluster.scheduler_address))
+        jobs = [t for t in client.get_task_stream() if t["key"].startswith("run_batch")]
+    assert sorted(results) == [7 + t * t for t in range(300)]
+    assert 4 <= len(jobs) <= 20, len(jobs)

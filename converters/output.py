@@ -89,15 +89,12 @@ class Output:
 
     def write_bytes(self, key: str, pieces: list[bytes]) -> None:
         """Write one object whole: on a local store as one atomic file write (skipping zarr's event loop),
-        elsewhere as one PUT (in a bucket, never a multipart upload: obstore would split an object of over 5 MiB,
-        such as a 16-bit well's shard, into several requests). A reader, or a killed run, sees all of it or none."""
+        elsewhere as one PUT (`put_whole`). A reader, or a killed run, sees all of it or none."""
         try:
             if self.local_path is not None and not self.store.read_only:
                 write_atomic(self.local_path / key, pieces)
-            elif isinstance(self.store, ObjectStore):
-                obstore.put(self.store.store, key, b"".join(pieces), use_multipart=False)
             else:
-                sync(self.store.set(key, default_buffer_prototype().buffer.from_bytes(b"".join(pieces))))
+                sync(put_whole(self.store, key, b"".join(pieces)))
         except OSError as exc:
             if isinstance(exc, StoreError):
                 raise
@@ -351,16 +348,20 @@ def write_atomic(path: Path, pieces: Iterable[bytes]) -> None:
         raise
 
 
+async def put_whole(store: Store, key: str, data: bytes) -> None:
+    """Store one object in one request: in a bucket never as a multipart upload, which obstore would make of an
+    object of over 5 MiB (a 16-bit well's shard) in several requests."""
+    if isinstance(store, ObjectStore):
+        await obstore.put_async(store.store, key, data, use_multipart=False)
+    else:
+        await store.set(key, default_buffer_prototype().buffer.from_bytes(data))
+
+
 def put_objects(store: Store, objects: list[tuple[str, bytes]]) -> None:
     """Store many whole objects, each written once: as files on a local disk (zarr's hop to a thread per object
-    costs 5x more), else all at once, up to zarr's `async.concurrency` in flight."""
+    costs 5x more), else all at once (`put_whole`), up to zarr's `async.concurrency` in flight."""
     if isinstance(store, LocalStore):
         for key, data in objects:
             write_atomic(Path(store.root) / key, [data])
         return
-    prototype = default_buffer_prototype()
-
-    async def put(key: str, data: bytes) -> None:
-        await store.set(key, prototype.buffer.from_bytes(data))
-
-    sync(concurrent_map(objects, put, zarr.config.get("async.concurrency")))
+    sync(concurrent_map(objects, lambda key, data: put_whole(store, key, data), zarr.config.get("async.concurrency")))

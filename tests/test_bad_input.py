@@ -104,18 +104,24 @@ def test_on_error_skip_records_the_bad_image_and_goes_on(src: Path, case: str) -
     assert not plate["images"].sel(well="B03", site=2, channel="w4").values.any()
 
 
+def readable_copy(src: Path) -> tuple[Path, str | None]:
+    """A copy of the source's images in a new folder that anyone may write in, every folder and file in it readable
+    by all, and the user the permission tests run as: nobody (65534) when root, who reads everything."""
+    work = Path(tempfile.mkdtemp(prefix="platezarr-perm-"))
+    shutil.copytree(src / "images", work / "images")
+    os.chmod(work, 0o777)
+    for folder, _, files in os.walk(work / "images"):
+        os.chmod(folder, 0o755)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o644)
+    return work, "65534" if os.geteuid() == 0 else None
+
+
 def test_unreadable_file(src: Path) -> None:
     """Permissions are enforced for a non-root user: as root the run drops to uid/gid 65534 (nobody)."""
-    work = Path(tempfile.mkdtemp(prefix="platezarr-perm-"))
+    work, user = readable_copy(src)
     try:
-        shutil.copytree(src / "images", work / "images")
-        os.chmod(work, 0o777)
-        for folder, dirs, files in os.walk(work / "images"):
-            os.chmod(folder, 0o755)
-            for f in files:
-                os.chmod(os.path.join(folder, f), 0o644)
         os.chmod(work / "images" / BAD, 0o000)
-        user = "65534" if os.geteuid() == 0 else None
         result = cli(work, "convert", "images", "o.zarr", "--dataset", "rxrx1_demo", "--no-progress", user=user)
         assert_failed(result, str(work / "images" / BAD), "Permission denied")
     finally:
@@ -123,17 +129,10 @@ def test_unreadable_file(src: Path) -> None:
 
 
 def test_output_parent_not_writable(src: Path) -> None:
-    work = Path(tempfile.mkdtemp(prefix="platezarr-perm-"))
+    work, user = readable_copy(src)
     try:
-        shutil.copytree(src / "images", work / "images")
         (work / "locked").mkdir()
-        for folder, _, files in os.walk(work):
-            os.chmod(folder, 0o755)
-            for f in files:
-                os.chmod(os.path.join(folder, f), 0o644)
-        user = "65534" if os.geteuid() == 0 else None
-        if user is None:
-            os.chmod(work / "locked", 0o555)
+        os.chmod(work / "locked", 0o755 if user else 0o555)  # nobody may not write in root's folder
         result = cli(work, "convert", "images", "locked/o.zarr", "--dataset", "rxrx1_demo", "--no-progress", user=user)
         assert_failed(result, "no write permission in", str(work / "locked"))
         assert not (work / "locked" / "o.zarr").exists()
@@ -555,18 +554,12 @@ def test_symlink_loops_and_dangling_links_in_the_source_are_skipped_with_a_warni
 
 
 def copy_with_an_unreadable_plate(src: Path) -> tuple[Path, Path, str | None]:
-    """A world-readable copy of the source whose HUVEC-01/Plate2 folder is unreadable; (copy, that folder, the user
-    to run as: nobody when root, who reads everything)."""
-    work = Path(tempfile.mkdtemp(prefix="platezarr-perm-"))
-    shutil.copytree(src / "images", work / "images")
-    os.chmod(work, 0o777)
-    for folder, _, files in os.walk(work / "images"):
-        os.chmod(folder, 0o755)
-        for f in files:
-            os.chmod(os.path.join(folder, f), 0o644)
+    """`readable_copy` of the source whose HUVEC-01/Plate2 folder is unreadable; (copy, that folder, the user to run
+    as)."""
+    work, user = readable_copy(src)
     locked = work / "images" / "HUVEC-01" / "Plate2"
     os.chmod(locked, 0o000)
-    return work, locked, "65534" if os.geteuid() == 0 else None
+    return work, locked, user
 
 
 def test_unreadable_source_folder_fails_naming_it(src: Path) -> None:

@@ -3,7 +3,7 @@
 Each well is one task, so no two tasks ever write one shard. Tasks are submitted a window at a time,
 so memory stays bounded by the workers times one well, whatever the size of the dataset. On a cluster,
 tasks go in batches sized to about `BATCH_SECONDS` of work each: the scheduler spends milliseconds of
-CPU on every job it hands out (about 11 ms measured here, docs/scale.md), which would otherwise cap a
+CPU on every job it hands out (4-11 ms measured here, docs/scale.md), which would otherwise cap a
 cluster at a few dozen small wells a second.
 """
 

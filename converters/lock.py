@@ -10,7 +10,7 @@ The lock is deleted at the end of a conversion, success or failure; it never cha
 classifies (`Output.classify` ignores it) and `Output.delete` of the records keeps it.
 
 What is guaranteed where:
-- A local folder: the lock is created with `O_CREAT | O_EXCL`, so of two conversions exactly one
+- A local folder: the lock is written whole, then linked into place (`os.link` fails if one exists), so of two conversions exactly one
   gets it. A dead owner's lock is taken over by renaming it aside and checking that the record moved
   is the one judged dead, so of two conversions taking over at once exactly one wins. On a network
   file system this holds where the server honours exclusive creation and rename (NFSv3 and later).
@@ -236,13 +236,17 @@ def _create(output: Output, record: dict) -> Version | None:
     """Create the lock record if there is none, atomically where the store allows; its version, or None."""
     data = _encode(record)
     if (path := _path(output)) is not None:
+        # written whole beside it, then linked into place, which fails if a lock exists: a kill -9 can never leave
+        # an empty lock behind (which would read as still being written, and hold the output for STALE_SECONDS)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(partial, path)
         except FileExistsError:
             return None
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        finally:
+            partial.unlink(missing_ok=True)
         return data
     if (bucket := _bucket(output)) is not None:
         try:

@@ -22,8 +22,9 @@ rotating order, --workers processes (or threads) each:
 
 1. png        the 6-PNG path: a random permutation of sites on --workers threads, each site 6 GETs
               (obstore) and 6 PNG decodes (imagecodecs);
-2. dataset    `SiteDataset` random access through a torch DataLoader (shuffle=True, --workers workers,
-              one read at a time per worker; shard indexes warmed in the parent and inherited);
+2. dataset    `SiteDataset` random access through a torch DataLoader (shuffle=True, --workers workers; the
+              loader asks for a batch at a time (`__getitems__`), read with --concurrency / --workers reads in
+              flight per worker; shard indexes warmed in the parent and inherited);
 3. stream     `SiteStream` through the same DataLoader (--concurrency reads in flight in all, shared by the
               workers);
 4. wds-png    WebDataset holding each site as its 6 PNG files: `WebDataset(urls, shardshuffle=...)
@@ -245,7 +246,7 @@ def contender(config: dict):
     loader = functools.partial(torch.utils.data.DataLoader, batch_size=BATCH, num_workers=workers)
     if name in ("dataset", "stream"):
         if name == "dataset":
-            data = pz.SiteDataset(url, storage_options=options)
+            data = pz.SiteDataset(url, storage_options=options, concurrency=max(1, config["concurrency"] // workers))
             wells = data.table[["group", "well_index", "well"]].drop_duplicates().itertuples(index=False)
             data.reader.warm(((str(g), int(i), str(w)) for g, i, w in wells), config["concurrency"])
             table = data.table

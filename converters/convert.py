@@ -12,31 +12,25 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
-from zarr.abc.store import Store
 
 from converters.decode import probe_dtype
 from converters.detect import detect_dataset, nothing_found
-from converters.embeddings import read_embeddings
 from converters.errors import SourceError
-from converters.execute import run_tasks
-from converters.finalize import now, reported
-from converters.formats import format_for
 from converters.layouts import SCANNERS
 from converters.layouts.files import Scan, SourceIndex
 from converters.location import local_copy
-from converters.lock import owning
 from converters.metadata import ORIGIN, read_metadata
 from converters.options import Options
-from converters.output import Output, check_output, storage_errors
 from converters.plan import Plan, StoreSettings, make_plan, parse_chunks
-from converters.resume import keep_stored_chain, prepare
 from converters.schema import DatasetSchema, load_schema
 from converters.source import Listing, Source, open_source
-from converters.tasks import run_task
-from converters.write import WellJob, WellResult, WrittenWells, well_shape
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the write path's modules are imported where it starts: a dry run loads no zarr store code
+    from zarr.abc.store import Store
+
     from converters.formats import StoreFormat
+    from converters.output import Output
+    from converters.write import WellResult
 
 log = logging.getLogger("platezarr")
 PROBES = 9  # images whose header decides the store's bit depth
@@ -119,6 +113,8 @@ def build_plan(src: str | os.PathLike[str], options: Options = Options(),
     del listing  # its names are in the index now
     vectors = None
     if options.embeddings is not None:
+        from converters.embeddings import read_embeddings
+
         vectors = read_embeddings(local_copy(options.embeddings, options.storage_options), schema,
                                   _shown(options.embeddings))
     dtype = _store_dtype(source, schema, index)
@@ -183,6 +179,12 @@ def convert(
 def run_conversion(src: str | os.PathLike[str], out: str | os.PathLike[str] | Store, options: Options,
                    progress: ProgressCallback = _noop) -> Summary:
     """`convert` with its options as one value: scan and plan, then write the plan (`write_plan`)."""
+    from converters.formats import format_for
+    from converters.output import Output, check_output
+    from converters.resume import keep_stored_chain
+    from converters.tasks import run_task
+    from converters.write import WellJob, well_shape
+
     started = time.perf_counter()
     plan, source = build_plan(src, options, progress)
     output = Output.open(out, storage_options=options.storage_options)
@@ -201,6 +203,13 @@ def write_plan(plan: Plan, output: Output, fmt: StoreFormat, options: Options,
                started: float) -> Summary:
     """Prepare the output (a fresh skeleton, or the wells a run of the same plan finished), run `task(job, ...)` on
     each task left on the executor, finalize: the one write path of `convert` and `export` (converters/export.py)."""
+    from converters.execute import run_tasks
+    from converters.finalize import now, reported
+    from converters.lock import owning
+    from converters.output import storage_errors
+    from converters.resume import prepare
+    from converters.write import WrittenWells
+
     with owning(output):
         with storage_errors(output):
             finished = prepare(output, plan, fmt, options.overwrite, now())

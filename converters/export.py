@@ -12,24 +12,25 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import xarray as xr
 
 from converters.convert import ProgressCallback, Summary, _noop, write_plan
 from converters.errors import OptionError
 from converters.formats import FORMATS, StoreFormat, format_for
 from converters.options import Options
-from converters.output import Output, check_output
 from converters.plan import Plan, PlatePlan, Report, StoreSettings, WellTask, WellTasks
-from converters.readers import open_root, plate_groups, read_array
 from converters.schema import Column, ColumnLevel, ColumnType, load_schema
-from converters.sitereader import SiteReader
-from converters.stats import well_stats
-from converters.write import WellResult, record_well
+
+if TYPE_CHECKING:  # the store's readers are imported by the export alone (`import converters` loads no xarray)
+    import xarray as xr
+
+    from converters.output import Output
+    from converters.sitereader import SiteReader
+    from converters.write import WellResult
 
 EXPORT_FORMATS = [name for name in FORMATS if name != "native"]
 NOT_COLUMNS = {"well", "row", "column"}  # coordinates on `well` that are the plate grid, not metadata
@@ -54,6 +55,9 @@ def export(store: str | os.PathLike[str], out: str | os.PathLike[str], format: s
 def run_export(store: str | os.PathLike[str], out: str | os.PathLike[str], options: Options,
                plates: list[str] | None = None, progress: ProgressCallback = _noop) -> Summary:
     """`export` with its options as one value."""
+    from converters.output import Output, check_output
+    from converters.sitereader import SiteReader
+
     if options.format not in EXPORT_FORMATS:
         raise OptionError(f"export writes {', '.join(EXPORT_FORMATS)}, not {options.format!r}")
     started = time.perf_counter()
@@ -68,6 +72,9 @@ def run_export(store: str | os.PathLike[str], out: str | os.PathLike[str], optio
 def export_well(job: ExportJob, task: WellTask) -> list[WellResult]:
     """Read one stored well whole, checksums checked, write it in the output's format, then its completion record
     (with the well's pixel statistics, which give the output's display windows as they do in `convert`)."""
+    from converters.stats import well_stats
+    from converters.write import WellResult, record_well
+
     block = job.reader.read_well(task.group, task.well_index, task.well)
     present = np.zeros(block.shape[:2], dtype=bool)
     for site, channel, _ in task.files:
@@ -82,6 +89,10 @@ def store_plan(url: str | os.PathLike[str], plates: list[str] | None,
                storage_options: dict[str, Any] | None = None) -> Plan:
     """The plan of writing a finished native store again: its plates (or those asked for), their wells and
     metadata columns as coordinates give them, and a task per well with images (its present ones as files)."""
+    import xarray as xr
+
+    from converters.readers import open_root, plate_groups, read_array
+
     root, source, attrs = open_root(url, storage_options)
     groups = _chosen(plate_groups(root), plates, source.location)
     schema = dataclasses.replace(load_schema(attrs["dataset"]), image_shape=tuple(attrs["image_shape"]),

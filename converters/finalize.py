@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-import zarr
 from zarr.abc.store import Store
 
-from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output, put_objects
+from converters.nodes import Nodes
+from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
 from converters.plan import EXAMPLES, Plan
 from converters.resume import plan_identity
 from converters.statstore import finish_stats
@@ -29,8 +29,9 @@ LAYOUT_VERSION = 1
 INDEX_GROUP = "index"
 
 
-def write_present(store: Store, group: str, present: np.ndarray) -> None:
-    zarr.open_array(store, path=f"{group}/present", mode="r+", zarr_format=3)[...] = present
+def write_present(nodes: Nodes, present: dict[str, np.ndarray]) -> None:
+    """Every plate's `present` mask, stored at once."""
+    nodes.put([chunk for group, mask in present.items() for chunk in nodes.chunks(f"{group}/present", mask)])
 
 
 def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -60,8 +61,9 @@ def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_index(store: Store, table: pd.DataFrame) -> None:
-    """The root `index` group (dim `sample`): the whole metadata table in one read."""
+def write_index(store: Store, table: pd.DataFrame, nodes: Nodes | None = None) -> None:
+    """The root `index` group (dim `sample`): the whole metadata table in one read. `nodes`: the store's documents
+    written so far, to which the index's are added."""
     data = {}
     for name in table.columns:
         values = table[name]
@@ -70,30 +72,30 @@ def write_index(store: Store, table: pd.DataFrame) -> None:
     whole = {name: {"chunks": (max(len(table), 1),)} for name in data}  # one read per column
     # consolidated: readers open the index without the whole tree
     objects = dataset_objects(xr.Dataset(coords=data), whole, consolidated=True)
-    put_objects(store, [(f"{INDEX_GROUP}/{key}", value) for key, value in objects])
+    (nodes or Nodes(store)).put([(f"{INDEX_GROUP}/{key}", value) for key, value in objects])
 
 
-def write_root(store: Store, attrs: dict) -> None:
-    """Mark the store complete and consolidate: the last two writes of a conversion."""
-    root = zarr.open_group(store, mode="r+", zarr_format=3)
-    current = dict(root.attrs)
+def write_root(store: Store, attrs: dict, nodes: Nodes | None = None) -> None:
+    """Mark the store complete and consolidate it, in the last write of a conversion: the root zarr.json, with the
+    consolidated metadata of every node made from `nodes` (the documents written, else read back from the store)."""
+    nodes = nodes or Nodes(store)
+    current = dict(nodes.document("").get("attributes", {}))
     current.pop(MARKER_ATTR, None)
     current[ROOT_ATTR] = attrs
-    root.attrs.put(current)
-    zarr.consolidate_metadata(store)
+    nodes.put([nodes.consolidated(current)])
 
 
 def finish_store(output: Output, plan: Plan, written: WrittenWells) -> None:
     """Present masks, pixel statistics, the index, then the root attribute and consolidated metadata: the store is
-    complete."""
-    for group, mask in written.present.items():
-        write_present(output.store, group, mask)
+    complete. Every object is written once and nothing is read back but the template's documents (`Nodes`)."""
+    nodes = Nodes.load(output)
+    write_present(nodes, written.present)
     table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, written.present)
-    pixel_stats = finish_stats(output.store, written.stats, table, output.location)
-    write_index(output.store, table)
+    pixel_stats = finish_stats(output.store, written.stats, table, output.location, nodes)
+    write_index(output.store, table, nodes)
     skipped = written.skipped()
     attrs = root_attrs(plan, reported(plan, written), len(table), skipped)
-    write_root(output.store, attrs | {"plan": plan_identity(plan)} | pixel_stats)
+    write_root(output.store, attrs | {"plan": plan_identity(plan)} | pixel_stats, nodes)
     output.delete(RECORDS)
 
 

@@ -23,6 +23,8 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import JSON, parse_named_configuration
 
+from converters.profiles import JPEGLS
+
 if TYPE_CHECKING:
     from typing import Self
 
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
 
-NAME = "platezarr.jpegls"
+NAME = JPEGLS
 DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
 
 

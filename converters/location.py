@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from converters.errors import BucketError
+from converters.s3reads import read_options, truth
 
 if TYPE_CHECKING:
     from zarr.storage import FsspecStore
@@ -99,10 +100,13 @@ class Location:
         return config, client, retry
 
     def fsspec_options(self) -> dict[str, Any]:
-        """The storage options in fsspec's words (`endpoint` → `endpoint_url`, `skip_signature` → `anon`)."""
+        """The storage options in fsspec's words (`endpoint` → `endpoint_url`, `skip_signature` → `anon`; on S3,
+        s3fs's names for credentials, region and requester-pays; options that only concern writes dropped)."""
         if self.url.startswith(("http://", "https://")):
             return {}
         options = {k: v for k, v in self.options.items() if k not in ("client_options", "retry_config")}
+        if self.url.startswith(("s3://", "s3a://")):
+            return _s3fs_options(self.url, options)
         if "endpoint" in options:
             options["endpoint_url"] = options.pop("endpoint")
         if options.pop("skip_signature", False):
@@ -120,6 +124,25 @@ class Location:
         from zarr.storage import FsspecStore
 
         return FsspecStore.from_url(self.url.rstrip("/"), storage_options=self.fsspec_options(), read_only=read_only)
+
+
+def _s3fs_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """S3 storage options (obstore's names, any case, `aws_` prefixed or not) as s3fs takes them; a BucketError
+    names any the site readers do not follow (converters/s3reads.py reads the same options the same way)."""
+    plain = read_options(url, options)
+    names = {"access_key_id": "key", "secret_access_key": "secret", "session_token": "token", "token": "token",
+             "endpoint": "endpoint_url", "endpoint_url": "endpoint_url"}
+    out: dict[str, Any] = {names[k]: v for k, v in plain.items() if k in names}
+    region = plain.get("region") or plain.get("default_region")
+    if region:
+        out["client_kwargs"] = {"region_name": str(region)}
+    if truth(plain.get("skip_signature", False)):
+        out["anon"] = True
+    if truth(plain.get("request_payer", False)):
+        out["requester_pays"] = True
+    if truth(plain.get("virtual_hosted_style_request", False)):
+        out["config_kwargs"] = {"s3": {"addressing_style": "virtual"}}
+    return out
 
 
 # Where clouds' SDKs look for credentials last (instance and container metadata): a failure there means none were found.

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from converters.errors import MetadataError
 from converters.schema import KEYS, Column, ColumnLevel, ColumnType, DatasetSchema
-from converters.sitekeys import distinct
+from converters.sitekeys import repeated
 from converters.wells import normalize_well
 
 ORIGIN = "_origin"
@@ -403,17 +403,6 @@ def _check_int_keys(frame: pd.DataFrame) -> None:
         frame["site"] = _to_number(frame["site"], frame[ORIGIN], "site", "int")
 
 
-def _repeated(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
-    """Which rows share their `keys` with another row (`frame.duplicated(keys, keep=False)`), found from each key
-    column's codes, which takes a fraction of the memory pandas takes on millions of rows."""
-    group = np.zeros(len(frame), dtype=np.int64)
-    for key in keys:
-        codes, values = pd.factorize(frame[key], use_na_sentinel=False)
-        group = group * len(values) + codes
-        group = np.searchsorted(distinct(group), group)  # numbered 0, 1, ... again, so products stay small
-    return np.bincount(group)[group] > 1 if len(group) else np.zeros(0, dtype=bool)
-
-
 def _check_unique(frame: pd.DataFrame, keys: list[str]) -> None:
     """Each site_id, and each site (or well, for a per-well table), appears once."""
     if "site_id" in frame:
@@ -424,7 +413,7 @@ def _check_unique(frame: pd.DataFrame, keys: list[str]) -> None:
                 f"{rows[ORIGIN].iloc[0]} and {rows[ORIGIN].iloc[1]}: duplicate site_id {rows['site_id'].iloc[0]!r}; "
                 "each site must appear once"
             )
-    dup = _repeated(frame, keys)
+    dup = repeated(frame, keys)
     if dup.any():
         rows = frame[dup].sort_values(keys)
         first = rows.iloc[0]

@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from converters.embeddings import EmbeddingsTable
 from converters.errors import MetadataError, OptionError, SchemaError, SourceError
 from converters.layouts.files import SourceIndex
 from converters.layouts.tars import TAR_COLUMN, MemberNames
@@ -25,6 +24,9 @@ from converters.metadata import ORIGIN, MetadataTable
 from converters.profiles import DEFAULT, Profile, chains_of, parse_profile, profile_for
 from converters.schema import Column, DatasetSchema, _load_raw, schema_dir
 from converters.sitekeys import SiteKeys, distinct, first_of_runs, not_in
+
+if TYPE_CHECKING:  # read (with xarray) only when a conversion is given embeddings
+    from converters.embeddings import EmbeddingsTable
 
 SITE_KEY = ["experiment", "plate", "well", "site"]
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -136,8 +138,8 @@ class TarTask:
 
 
 class WellTasks:
-    """A plate's well tasks in well order, kept compact (about 40 bytes per file: Arrow strings and small
-    ints, not a Python tuple and str per file) and built one `WellTask` at a time as they are iterated."""
+    """A plate's well tasks in well order, kept compact (about 12 bytes per file: small ints, and indices into the
+    source's paths, not a Python tuple and str per file) and built one `WellTask` at a time as they are iterated."""
 
     def __init__(self, group: str, wells: list[str], well_index: np.ndarray, starts: np.ndarray,
                  site: np.ndarray, channel: np.ndarray, paths: pa.Array | pa.ChunkedArray) -> None:
@@ -479,12 +481,13 @@ class _Files:
 def _sorted_files(images: pd.DataFrame, keys: SiteKeys, well: np.ndarray, site: np.ndarray, channel: np.ndarray | None,
                   schema: DatasetSchema, member_name: str | None) -> _Files:
     """The images in plan order; ties (none, as scanners refuse two files for one image) keep the images' path order.
-    Images expected in tars (`member_name`, one row per site) become one file per channel, their names kept once
-    per distinct well, site and channel as an Arrow dictionary."""
+    Paths are kept as indices into the images' own column (an Arrow dictionary: 4 bytes a file, not a copy of each
+    path). Images expected in tars (`member_name`, one row per site) become one file per channel, their names kept
+    once per distinct well, site and channel as an Arrow dictionary."""
     n_sites, n_channels = len(schema.sites), len(schema.channels)
     if channel is not None:
         order = np.argsort((well * n_sites + site) * n_channels + channel, kind="stable")
-        paths = pa.chunked_array(pa.array(images["path"])).take(order)  # no copy before the one in plan order
+        paths = pa.DictionaryArray.from_arrays(pa.array(order.astype(np.int32)), _one_array(images["path"]))
         return _Files(well[order], 1, site[order], channel[order], paths)
     order = np.argsort(well * n_sites + site, kind="stable")
     names = [member_name.format(well=w, site=s, channel=c)  # type: ignore[union-attr]
@@ -495,6 +498,13 @@ def _sorted_files(images: pd.DataFrame, keys: SiteKeys, well: np.ndarray, site: 
     paths = pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(names, pa.string()))
     return _Files(well[order], n_channels, np.repeat(row_site, n_channels),
                   np.tile(np.arange(n_channels, dtype=np.int16), len(order)), paths)
+
+
+def _one_array(column: pd.Series) -> pa.Array:
+    """A column as one Arrow array: the one a pandas column of Arrow strings in one chunk holds (a scan's paths are
+    the source listing's), not a copy; else a copy in one piece."""
+    values = pa.array(column)
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def _plate_tars(images: pd.DataFrame, keys: SiteKeys) -> dict[int, str]:

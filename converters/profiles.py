@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numcodecs import Blosc, Zstd
-from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 
 from converters.errors import OptionError
-from converters.jpegls import NAME as JPEGLS
-from converters.jpegls import JpeglsCodec, decode_planes, encode_planes
+
+if TYPE_CHECKING:  # codecs are imported where a chunk is encoded or a chain made: a dry run loads no zarr
+    from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
 
 DEFAULT = "default"
+JPEGLS = "platezarr.jpegls"  # the compact profile's codec (converters/jpegls.py), as zarr finds it
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,14 @@ class Profile(ABC):
 
     def serializer(self) -> ArrayBytesCodec:
         """The array → bytes codec of the chain."""
+        from zarr.codecs import BytesCodec
+
         return BytesCodec()
 
     def compressors(self) -> list[BytesBytesCodec]:
         """The bytes → bytes codecs after the serializer; the CRC32C is always last."""
+        from zarr.codecs import Crc32cCodec
+
         return [Crc32cCodec()]
 
     def chain(self) -> list[dict[str, Any]]:
@@ -62,12 +65,18 @@ class ZstdProfile(Profile):
     level: int = 3
 
     def compressors(self) -> list[BytesBytesCodec]:
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
         return [ZstdCodec(level=self.level), Crc32cCodec()]
 
     def encode(self, chunk: np.ndarray) -> bytes:
+        from numcodecs import Zstd
+
         return bytes(Zstd(level=self.level).encode(np.ascontiguousarray(chunk)))
 
     def decode(self, payload: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        from numcodecs import Zstd
+
         return np.frombuffer(Zstd().decode(payload), dtype=dtype).reshape(shape)
 
 
@@ -79,12 +88,18 @@ class BloscProfile(Profile):
     level: int = 1
 
     def compressors(self) -> list[BytesBytesCodec]:
+        from zarr.codecs import BloscCodec, Crc32cCodec
+
         return [BloscCodec(cname="zstd", clevel=self.level, shuffle="bitshuffle"), Crc32cCodec()]
 
     def encode(self, chunk: np.ndarray) -> bytes:
+        from numcodecs import Blosc
+
         return bytes(Blosc(cname="zstd", clevel=self.level, shuffle=Blosc.BITSHUFFLE).encode(np.ascontiguousarray(chunk)))
 
     def decode(self, payload: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        from numcodecs import Blosc
+
         return np.frombuffer(Blosc().decode(payload), dtype=dtype).reshape(shape)
 
 
@@ -93,12 +108,18 @@ class JpeglsProfile(Profile):
     """JPEG-LS lossless, one code stream per image plane (converters/jpegls.py)."""
 
     def serializer(self) -> ArrayBytesCodec:
+        from converters.jpegls import JpeglsCodec
+
         return JpeglsCodec()
 
     def encode(self, chunk: np.ndarray) -> bytes:
+        from converters.jpegls import encode_planes
+
         return encode_planes(chunk)
 
     def decode(self, payload: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        from converters.jpegls import decode_planes
+
         return decode_planes(payload, shape, dtype)
 
 

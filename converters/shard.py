@@ -28,6 +28,7 @@ from converters.errors import StoreError
 from converters.profiles import Profile, normal_chain, profile_of_chain
 
 EMPTY = 2**64 - 1  # offset and nbytes of a chunk that is not in the shard
+CRC_RESIDUE = 0x48674BC7  # CRC32C's residue: the checksum of any bytes followed by their checksum
 INDEX_CODECS: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
 SEPARATOR = "."  # the `default` chunk key encoding's separator in platezarr stores: `c.3.0.0.0.0`
 
@@ -131,14 +132,17 @@ class ShardLayout:
         return block
 
 
-def checked(data: bytes, where: str) -> bytes:
-    """The payload of `data` whose last 4 bytes are its CRC32C; a mismatch means corrupted bytes."""
+def checked(data: bytes, where: str) -> memoryview:
+    """The payload of `data` whose last 4 bytes are its CRC32C (a view: no copy); a mismatch means corrupted bytes.
+
+    The CRC32C of a payload followed by its own CRC32C (little-endian) is always CRC_RESIDUE, so the whole of
+    `data` is checked at once, without first copying the payload out.
+    """
     if len(data) < 4:
         raise StoreError(f"{where}: {len(data)} bytes where a checksummed chunk was expected; re-convert this well")
-    payload, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
-    if google_crc32c.value(payload) != crc:
+    if google_crc32c.value(data) != CRC_RESIDUE:
         raise StoreError(f"{where}: checksum mismatch, the stored bytes are corrupted; re-convert this well")
-    return payload
+    return memoryview(data)[:-4]
 
 
 def morton_order(shape: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -37,6 +37,35 @@ def not_in(values: np.ndarray, other: np.ndarray) -> np.ndarray:
     return values[(at == len(other)) | (other[np.minimum(at, len(other) - 1)] != values)] if len(other) else values
 
 
+def codes_of(values: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """Each value's code (-1 for missing) and the distinct values: a categorical column's own codes (small ints, not
+    a new int64 per row), else `pd.factorize`'s."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.cat.remove_unused_categories()
+        return values.cat.codes.to_numpy(), values.cat.categories.tolist()
+    codes, uniques = pd.factorize(values)
+    return codes, uniques.tolist()
+
+
+def repeated(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """Which rows share their `keys` with another row (`frame.duplicated(keys, keep=False)`, missing values equal),
+    found from each key column's codes, which takes a fraction of the memory pandas takes on millions of rows."""
+    group = np.zeros(len(frame), dtype=np.int64)
+    span = 1  # group < span
+    for key in keys:
+        codes, values = codes_of(frame[key])
+        if span * (len(values) + 1) >= 2**62:  # numbered 0, 1, ... again, so that products stay within int64
+            ordered = distinct(group)
+            group, span = np.searchsorted(ordered, group), len(ordered)
+        group *= len(values) + 1
+        group += codes
+        group += 1  # missing (-1) is a value of its own
+        span *= len(values) + 1
+    ordered = np.sort(group)
+    twice = ordered[1:][ordered[1:] == ordered[:-1]]
+    return np.isin(group, twice) if len(twice) else np.zeros(len(group), dtype=bool)
+
+
 def well_position(well: str) -> tuple[int, int]:
     """Where a well sits on the plate: (row, column), for sorting wells row by row."""
     row, column = split_well(well)

@@ -11,7 +11,6 @@ in PyTorch DataLoader workers with fork or spawn.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from converters.errors import BucketError, OptionError, StoreError
 from converters.formats.native import NativeFormat
 from converters.formats.ome import OmeFormat
 from converters.output import ROOT_ATTR
+from converters.s3reads import S3Reads, S3Refused
 from converters.location import BACKOFF_DEFAULTS, CLIENT_DEFAULTS, RETRY_DEFAULTS, first_line, parse_location
 from converters.shard import EMPTY, ShardLayout
 
@@ -35,10 +35,11 @@ CONNECTIONS = 64  # connections a reader may open to a bucket; SiteStream asks f
 
 
 class _RangedReads:
-    """Whole and ranged reads of one store's objects: files locally, fsspec on buckets.
+    """Whole and ranged reads of one store's objects: files locally, converters/s3reads.py on S3, fsspec on
+    other buckets.
 
-    fsspec rather than obstore here: obstore's tokio runtime hangs in a process forked after it
-    started (obstore's own maintainers call it not fork-safe), and DataLoader workers fork. A bucket read
+    Not obstore here: its tokio runtime hangs in a process forked after it started (obstore's own
+    maintainers call it not fork-safe), and DataLoader workers fork. A bucket read
     that fails or gets no answer within the `client_options` timeout is tried again up to
     `retry_config.max_retries` times (the storage options obstore takes, same defaults), then a
     BucketError says so: a bucket that stops answering stops a training job instead of hanging it.
@@ -48,20 +49,18 @@ class _RangedReads:
         location = parse_location(url, storage_options)
         self.url, self.path = location.url.rstrip("/"), location.path
         self.fs: Any = None
+        self.s3: S3Reads | None = None
         self.root = ""
         client = CLIENT_DEFAULTS | location.options.get("client_options", {})
         retry = RETRY_DEFAULTS | location.options.get("retry_config", {})
         backoff = BACKOFF_DEFAULTS | retry.get("backoff", {})
         self.timeout, self.retries = _seconds(client["timeout"]), int(retry["max_retries"])
         self.backoff = (_seconds(backoff["init_backoff"]), _seconds(backoff["max_backoff"]), float(backoff.get("base", 2)))
-        if self.path is None:
-            s3 = location.url.startswith(("s3://", "s3a://"))
-            if s3:
-                location = dataclasses.replace(location, options=location.options | _s3fs_waits(
-                    location.options, _seconds(client["connect_timeout"]), self.timeout, connections))
+        if self.path is None and location.url.startswith(("s3://", "s3a://")):
+            bucket, _, self.root = location.url.split("://", 1)[1].rstrip("/").partition("/")
+            self.s3 = S3Reads(bucket, location.options, _seconds(client["connect_timeout"]), self.timeout, connections)
+        elif self.path is None:
             self.fs, self.root = location.fsspec()
-            if s3:
-                self.fs.retries = 1  # s3fs's own attempts per call (a class attribute, not an argument)
 
     def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         """`length` bytes from `start` (negative: from the end), or the whole object."""
@@ -74,10 +73,12 @@ class _RangedReads:
         end = None if length is None else (start + length if start >= 0 else None)
         for attempt in range(self.retries + 1):
             try:
+                if self.s3 is not None:
+                    return self.s3.get(f"{self.root}/{key}" if self.root else key, start, length)
                 return bytes(self.fs.cat_file(f"{self.root}/{key}", start=start, end=end))
-            except (FileNotFoundError, PermissionError):
+            except (FileNotFoundError, PermissionError, S3Refused):
                 raise
-            except Exception as exc:  # each fsspec backend raises its own transport errors (botocore, aiohttp, timeouts)
+            except Exception as exc:  # each client raises its own transport errors (urllib3, aiohttp, timeouts)
                 failure = exc
             if attempt < self.retries:
                 first, most, base = self.backoff
@@ -86,13 +87,6 @@ class _RangedReads:
                           f"each): {first_line(failure) or type(failure).__name__}; check the endpoint and the "
                           "network, or give more time with storage options like '{\"client_options\": {\"timeout\": "
                           "\"60s\"}, \"retry_config\": {\"max_retries\": 10}}'") from failure
-
-
-def _s3fs_waits(options: dict[str, Any], connect: float, timeout: float, connections: int) -> dict[str, Any]:
-    """s3fs options for botocore: one attempt per call within the timeouts (our loop retries), enough connections."""
-    config = {"connect_timeout": connect, "read_timeout": timeout, "retries": {"total_max_attempts": 1},
-              "max_pool_connections": connections}
-    return {"config_kwargs": config | options.get("config_kwargs", {})}
 
 
 def _bounds(window: slice, size: int, axis: str) -> tuple[int, int]:
@@ -156,10 +150,13 @@ class SiteReader:
         key, chunks = self._locate(group, well_index, site_index)
         index = self._index(key, well)
         tile = self.layout.chunk_shape[-3:]
-        out = np.zeros((self.layout.shard_shape[-3], y1 - y0, x1 - x0), dtype=self.layout.dtype)
         wanted = [c for c in chunks if c[-2] * tile[1] < y1 and (c[-2] + 1) * tile[1] > y0
                   and c[-1] * tile[2] < x1 and (c[-1] + 1) * tile[2] > x0]
-        for coords, data in self._chunk_bytes(key, well, index, wanted):
+        pieces = list(self._chunk_bytes(key, well, index, wanted))
+        if len(wanted) == len(pieces) == 1 and tile == (self.layout.shard_shape[-3], y1 - y0, x1 - x0):  # one chunk
+            return self.layout.decode_chunk(pieces[0][1], f"{self.url}/{key}").reshape(tile)
+        out = np.zeros((self.layout.shard_shape[-3], y1 - y0, x1 - x0), dtype=self.layout.dtype)
+        for coords, data in pieces:
             chunk = self.layout.decode_chunk(data, f"{self.url}/{key}").reshape(tile)
             c, ty, tx = (n * t for n, t in zip(coords[-3:], tile))
             ya, yb, xa, xb = max(y0, ty), min(y1, ty + tile[1]), max(x0, tx), min(x1, tx + tile[2])

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from converters.errors import SourceError
 from converters.location import Location, bucket_error, parse_location
@@ -244,18 +245,21 @@ class _ObjectStream(io.RawIOBase):
 
 
 class Listing:
-    """Every file of a source as (relative path, size), kept as Arrow strings and int64 sizes.
+    """Every file of a source as (relative path, size), sorted by path, kept as one Arrow string column and int64
+    sizes.
 
-    About 40 bytes a file where a list of (str, int) tuples takes 180, and, unlike those, freed for
+    About 50 bytes a file where a list of (str, int) tuples takes 180, and, unlike those, freed for
     good once the plan is made: a list of Python objects per file stays resident after it is freed
     (CPython's allocator cannot hand back its arenas while anything allocated meanwhile sits in them).
-    Iterating yields the tuples, a chunk at a time, as often as needed.
+    Sorted once, here, so that every layout meets the files in one order, whatever order the source
+    listed them in, and a column of their paths in that order is this one, not a copy. Iterating yields
+    the tuples, a chunk at a time, as often as needed.
     """
 
     CHUNK = 8192
 
-    def __init__(self, names: list[pa.Array], sizes: np.ndarray) -> None:
-        self.names, self.sizes = names, sizes  # names in chunks; sizes of all files, in order
+    def __init__(self, names: pa.Array, sizes: np.ndarray) -> None:
+        self.names, self.sizes = names, sizes  # every file's path, sorted, and its size
 
     @classmethod
     def of(cls, files: Iterable[tuple[str, int]]) -> Listing:
@@ -272,22 +276,27 @@ class Listing:
                 names.clear()
         if names or not chunks:
             chunks.append(pa.array(names, pa.large_string(), memory_pool=pool))
-        return cls(chunks, np.frombuffer(sizes, dtype=np.int64) if sizes else np.zeros(0, np.int64))
+        listed = pa.chunked_array(chunks, pa.large_string())
+        del chunks
+        order = pc.sort_indices(listed, memory_pool=pool)
+        in_order = pc.take(listed, order, memory_pool=pool)
+        del listed
+        one = in_order.chunk(0) if in_order.num_chunks == 1 else in_order.combine_chunks(memory_pool=pool)
+        return cls(one, np.frombuffer(sizes, dtype=np.int64)[order.to_numpy()] if sizes else np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.sizes)
 
     def all_names(self) -> pa.ChunkedArray:
-        """Every file's relative path, in listing order, as one Arrow column of the chunks (not a copy). Large
-        strings, as pandas' `str` columns hold them, so a pandas column of these names is not a copy either."""
-        return pa.chunked_array(self.names, pa.large_string())
+        """Every file's relative path, in order, as chunks of `CHUNK` names (slices of `names`, not copies), for
+        work done a chunk at a time. Large strings, as pandas' `str` columns hold them, so a pandas column of
+        these names is not a copy either."""
+        return pa.chunked_array([names for names, _ in self.chunks()], pa.large_string())
 
     def chunks(self) -> Iterator[tuple[pa.Array, np.ndarray]]:
         """(names, sizes) a chunk at a time."""
-        start = 0
-        for names in self.names:
-            yield names, self.sizes[start:start + len(names)]
-            start += len(names)
+        for start in range(0, len(self.names), self.CHUNK):
+            yield self.names.slice(start, self.CHUNK), self.sizes[start:start + self.CHUNK]
 
     def __iter__(self) -> Iterator[tuple[str, int]]:
         for names, sizes in self.chunks():

@@ -22,7 +22,7 @@ import zarr
 from zarr.abc.store import Store
 
 from converters.errors import OptionError, StoreError
-from converters.output import put_objects
+from converters.nodes import Nodes
 from converters.stats import POOLS, STATS, Pool, StoreStats, bin_lows
 from converters.template import dataset_objects
 
@@ -44,33 +44,34 @@ def index_column(stat: str, channel: str) -> str:
     return f"{stat}_{channel}"
 
 
-def finish_stats(store: Store, stats: StoreStats, table: pd.DataFrame, location: str) -> dict[str, Any]:
+def finish_stats(store: Store, stats: StoreStats, table: pd.DataFrame, location: str,
+                 nodes: Nodes | None = None) -> dict[str, Any]:
     """Write the statistics at the end of a conversion; the root attribute to add: {"pixel_stats": ...}, or nothing
     if some wells were written by an earlier platezarr that computed none (then `platezarr stats` adds them)."""
     if stats.unmeasured:
         log.warning("%s: %d wells were written by an earlier platezarr, without pixel statistics; the store is finished "
                     "without any: add them with `platezarr stats %s`", location, len(stats.unmeasured), location)
         return {}
-    return {"pixel_stats": write_stats(store, stats, table)}
+    return {"pixel_stats": write_stats(store, stats, table, nodes)}
 
 
-def write_stats(store: Store, stats: StoreStats, table: pd.DataFrame) -> dict[str, Any]:
+def write_stats(store: Store, stats: StoreStats, table: pd.DataFrame, nodes: Nodes | None = None) -> dict[str, Any]:
     """Write every plate's statistics and every experiment's pooled ones, add the per-sample columns to the index
-    `table` (rows keyed by group, well_index, site_index), and return the store's pooled ones for the root."""
+    `table` (rows keyed by group, well_index, site_index), and return the store's pooled ones for the root.
+    `nodes`: the store's documents written so far (else the groups' are read from the store), kept up to date."""
+    nodes = nodes or Nodes(store)
     experiments: dict[str, list[str]] = {}
     for group, plate in stats.plates.items():
         summary = {name: pool.summary(stats.dtype) for name, pool in plate.pools.items()}
-        added = write_plate(store, group, plate.images, summary, plate.pools, stats)
-        # opened without its consolidated view of its children (a finished store's, for `platezarr stats`), which
-        # would otherwise be written back, hiding the new variables from the root's consolidation
-        node = zarr.open_group(store, path=group, mode="r+", zarr_format=3, use_consolidated=False)
-        before = str(node.attrs.get("coordinates", "")).split()
-        node.attrs.update({"coordinates": " ".join(sorted({*before, *added})),
-                           ATTR: pooled_attrs(summary, stats, int(plate.controls.sum()))})
+        objects, added = plate_objects(group, plate.images, summary, plate.pools, stats)
+        before = str(nodes.document(group).get("attributes", {}).get("coordinates", "")).split()
+        attrs = {"coordinates": " ".join(sorted({*before, *added})),
+                 ATTR: pooled_attrs(summary, stats, int(plate.controls.sum()))}
+        nodes.put([*objects, nodes.group(group, attrs)])
         experiments.setdefault(group.split("/")[0], []).append(group)
-    for experiment, groups in experiments.items():
-        attrs = pooled_attrs(_summaries(stats.pooled(groups), stats), stats, _controls(stats, groups))
-        zarr.open_group(store, path=experiment, mode="r+", zarr_format=3).attrs[ATTR] = attrs
+    nodes.put([nodes.group(experiment, {ATTR: pooled_attrs(_summaries(stats.pooled(groups), stats), stats,
+                                                            _controls(stats, groups))})
+               for experiment, groups in experiments.items()])
     _add_index_columns(table, stats)
     return pooled_attrs(_summaries(stats.pooled(list(stats.plates)), stats), stats, _controls(stats, list(stats.plates)))
 
@@ -83,10 +84,10 @@ def _controls(stats: StoreStats, groups: list[str]) -> int:
     return sum(int(stats.plates[g].controls.sum()) for g in groups)
 
 
-def write_plate(store: Store, group: str, images: np.ndarray, summary: dict[str, np.ndarray], pools: dict[str, Pool],
-                stats: StoreStats) -> list[str]:
-    """The plate's statistic variables, read back with plain xarray, each object written once; the coordinates the
-    caller adds to the plate group's list of them."""
+def plate_objects(group: str, images: np.ndarray, summary: dict[str, np.ndarray], pools: dict[str, Pool],
+                  stats: StoreStats) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The objects of the plate's statistic variables, read back with plain xarray, and the coordinates the caller
+    adds to the plate group's list of them."""
     coords = {
         "stat": ("stat", np.array(STATS, dtype=object), {"description": "Statistic of the pixels"}),
         "pool": ("pool", np.array(POOLS, dtype=object), {"description": "Images pooled: all, or the negative-control wells'"}),
@@ -107,8 +108,8 @@ def write_plate(store: Store, group: str, images: np.ndarray, summary: dict[str,
     whole = {name: {"chunks": ds[name].shape} for name in ("pixel_stats", "plate_stats", "plate_histogram")}
     objects = dict(dataset_objects(ds, whole))
     own = json.loads(objects.pop("zarr.json"))  # the group's document, made for these variables alone
-    put_objects(store, [(f"{group}/{key}", value) for key, value in objects.items()])
-    return str(own["attributes"].get("coordinates", "")).split()
+    added = str(own["attributes"].get("coordinates", "")).split()
+    return [(f"{group}/{key}", value) for key, value in objects.items()], added
 
 
 def _controls_attrs(stats: StoreStats) -> dict[str, Any]:

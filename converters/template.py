@@ -20,8 +20,9 @@ from zarr.storage import MemoryStore, StorePath
 
 from converters.embeddings import write_embeddings
 from converters.errors import MetadataError
-from converters.output import MARKER_ATTR, put_objects
-from converters.plan import Plan, PlatePlan
+from converters.nodes import Nodes, group_document, meta_key
+from converters.output import MARKER_ATTR
+from converters.plan import EmbeddingsPlan, Plan, PlatePlan
 from converters.schema import Column
 from converters.shard import ShardLayout
 
@@ -160,16 +161,17 @@ def write_template(plan: Plan, store: Store, marker: dict, layout: ShardLayout) 
 
     Plate groups are written TEMPLATE_BATCH at a time, each batch's objects at once (`PlateGroups`): the template of
     RxRx3's 1,450 plates takes seconds, not the minutes of one `to_zarr` after another."""
-    # create_group, not open_group(mode="w"): that would empty OUT, the lock and any foreign files with it
-    root = zarr.create_group(store, zarr_format=3, attributes={MARKER_ATTR: marker})
-    for experiment in sorted({p.experiment for p in plan.plates}):
-        root.create_group(experiment)
+    # objects written one by one, never open_group(mode="w"): that would empty OUT, the lock and any foreign files
+    # with it; the root first, so that what follows is ours. Every document is kept (`Nodes`) and recorded for the
+    # consolidation at the end.
+    nodes = Nodes(store, complete=True)
+    nodes.put([(meta_key(""), group_document({MARKER_ATTR: marker}))])
+    experiments = sorted({p.experiment for p in plan.plates})
+    nodes.put([(meta_key(experiment), group_document({})) for experiment in experiments])
     groups = PlateGroups(plan, layout)
     for start in range(0, len(plan.plates), TEMPLATE_BATCH):
-        groups.write(store, plan.plates[start:start + TEMPLATE_BATCH])
-    if plan.embeddings is not None:
-        for plate in plan.plates:
-            write_embeddings(store, plate.group, plan.embeddings.for_plate(plate, plan.schema.sites), plan.embeddings.table)
+        nodes.put(groups.objects(plan.plates[start:start + TEMPLATE_BATCH]))
+    nodes.save()
 
 
 @dataclass
@@ -189,8 +191,8 @@ class PlateGroups:
     coordinates), so each shape is written once by xarray and zarr into memory. Every plate of that shape is then
     written from those documents and its coordinates' chunks, encoded by each array's zarr codecs (all plates'
     chunks of a coordinate in one batch, chunks all of the fill value left out, as zarr's writes leave them out),
-    then stored: on a local disk as plain file writes (zarr's hop to a thread per object costs 5x more), elsewhere
-    all the objects of a batch of plates at once."""
+    then stored (`put_objects`): on a local disk as plain file writes, elsewhere all the objects of a batch of plates
+    at once."""
 
     def __init__(self, plan: Plan, layout: ShardLayout) -> None:
         self.plan, self.layout = plan, layout
@@ -210,8 +212,8 @@ class PlateGroups:
             self.shapes[key] = _Shape(documents, arrays, chunks)
         return self.shapes[key]
 
-    def write(self, store: Store, plates: list[PlatePlan]) -> None:
-        """Write the groups of `plates`."""
+    def objects(self, plates: list[PlatePlan]) -> list[tuple[str, bytes]]:
+        """The objects (key, bytes) of the groups of `plates`, their embeddings included."""
         by_shape: dict[int, tuple[_Shape, list[tuple[str, dict[str, Coordinate]]]]] = {}
         objects: list[tuple[str, bytes]] = []
         for plate in plates:
@@ -221,7 +223,20 @@ class PlateGroups:
             objects += [(f"{plate.group}/{key}", doc) for key, doc in shape.documents.items()]
         for shape, groups in by_shape.values():
             objects += _encoded(shape, groups)
-        put_objects(store, objects)
+        embeddings = self.plan.embeddings
+        return objects if embeddings is None else _with_embeddings(embeddings, self.plan.schema.sites, plates, objects)
+
+
+def _with_embeddings(embeddings: EmbeddingsPlan, sites: tuple[int, ...], plates: list[PlatePlan],
+                     objects: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """`objects` with each plate's embeddings added in memory by `write_embeddings` (which rewrites the plate group's
+    zarr.json too), to be stored with the rest of the batch; the parent groups zarr makes in memory are left out."""
+    written = {key: default_buffer_prototype().buffer.from_bytes(data) for key, data in objects}
+    memory = MemoryStore(written)
+    for plate in plates:
+        write_embeddings(memory, plate.group, embeddings.for_plate(plate, sites), embeddings.table)
+    groups = tuple(f"{plate.group}/" for plate in plates)
+    return [(key, data.to_bytes()) for key, data in written.items() if key.startswith(groups)]
 
 
 def dataset_objects(ds: xr.Dataset, encoding: dict[str, Any], consolidated: bool = False) -> list[tuple[str, bytes]]:

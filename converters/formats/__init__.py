@@ -7,12 +7,10 @@ A new output format is one module here and one entry in `FORMATS`.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-
-from converters.formats.native import NativeFormat
-from converters.formats.ome import OmeFormat
 
 if TYPE_CHECKING:
     from converters.output import Output
@@ -40,9 +38,12 @@ class StoreFormat(Protocol):
         """The store key of the object holding a site, and the positions of its chunks in that object."""
 
 
-FORMATS: dict[str, type[NativeFormat] | type[OmeFormat]] = {"native": NativeFormat, "ome-zarr": OmeFormat}
+# Each format's class as `module:class`, imported when a conversion writes it (a dry run loads no zarr writer).
+FORMATS: dict[str, str] = {"native": "converters.formats.native:NativeFormat",
+                           "ome-zarr": "converters.formats.ome:OmeFormat"}
 
 
 def format_for(name: str, plan: Plan) -> StoreFormat:
     """The output format called `name` (one of `FORMATS`, checked by the options), set up for `plan`."""
-    return FORMATS[name].for_plan(plan)
+    module, cls = FORMATS[name].split(":")
+    return getattr(import_module(module), cls).for_plan(plan)

@@ -13,6 +13,7 @@ from converters.errors import SourceError
 from converters.layouts.matching import match_names
 from converters.metadata import MetadataTable
 from converters.schema import DatasetSchema
+from converters.sitekeys import codes_of, repeated
 from converters.source import Listing, Source
 from converters.wells import normalize_well
 
@@ -67,15 +68,17 @@ def scan_files(scan: Scan) -> SourceIndex:
     kept, groups = match_names(names, schema.path_pattern)
     ignored_count = len(names) - len(kept)
     ignored = _first_unmatched(names, kept) if ignored_count else []
-    paths = names if len(kept) == len(names) else names.take(pa.array(kept))
-    images = pd.DataFrame({**{k: groups[k].to_pandas() for k in IMAGE_COLUMNS[:5]}, "path": paths.to_pandas(),
-                           "bytes": scan.listing.sizes[kept]})
-    del names, groups, paths
+    everything, sizes = scan.listing.names, scan.listing.sizes  # not copies: a plan's paths index this column
+    if ignored_count:
+        everything, sizes = everything.take(pa.array(kept)), sizes[kept]
+    images = pd.DataFrame({**{k: pd.Categorical.from_codes(*groups[k]) for k in IMAGE_COLUMNS[:5]},
+                           "path": everything.to_pandas(), "bytes": sizes}, copy=False)
+    del names, groups, everything, sizes
     images = path_numbers(images, number_keys(schema), scan.source.path)
     images["well"] = recode(images["well"], normalize_well)
     images["channel"] = recode(images["channel"], lambda c: schema.channel_id.format(channel=c))
     check_unique(images, scan.source.path)
-    return SourceIndex(images.sort_values("path", ignore_index=True), sorted(ignored), ignored_count)
+    return SourceIndex(images, sorted(ignored), ignored_count)  # in path order, as the listing is
 
 
 def _first_unmatched(names: pa.ChunkedArray, kept: np.ndarray) -> list[str]:
@@ -100,29 +103,33 @@ def number_keys(schema: DatasetSchema) -> list[str]:
 
 
 def path_numbers(frame: pd.DataFrame, columns: list[str], where: Callable[[str], str]) -> pd.DataFrame:
-    """`frame` with `columns` (digits taken from file names) as int64; a number beyond int64, or two spellings
-    of one number (`Plate1` and `Plate01`, which would share a group), is refused naming the files."""
+    """`frame` with `columns` (digits taken from file names) as int64, a categorical column as categories of int64
+    (a small int per file); a number beyond int64, or two spellings of one number (`Plate1` and `Plate01`, which
+    would share a group), is refused naming the files."""
     typed = {}
     for column in columns:
-        codes, texts = pd.factorize(frame[column])
+        codes, texts = codes_of(frame[column])
         if (codes < 0).any():
             raise SourceError(f"{where(frame['path'].iloc[int(np.argmax(codes < 0))])}: no {column} in the name")
-        first = np.unique(codes, return_index=True)[1]  # the first row of each distinct text, in their order
-        spelled: dict[int, str] = {}
-        numbers = []
-        for text, row in zip(texts.tolist(), first.tolist()):
+        first = np.unique(codes, return_index=True)[1]  # the first row of each distinct text, by code
+        spelled: dict[int, int] = {}  # each number's first code met
+        numbers = np.zeros(len(texts), dtype=np.int64)
+        for code in np.argsort(first).tolist():  # the texts in the order the rows give them
+            text, row = texts[code], int(first[code])
             value = int(text)
             if value >= 2**63:
                 raise SourceError(f"{where(frame['path'].iloc[row])}: {column} {text} is beyond a 64-bit integer; "
                                   "rename the file or folder")
             if value in spelled:
-                other = frame["path"].iloc[first[texts.get_loc(spelled[value])]]
-                raise SourceError(f"{where(other)} and {where(frame['path'].iloc[row])}: {column} {spelled[value]!r} "
-                                  f"and {text!r} are one {column} ({value}) spelled twice; rename one so that each "
-                                  f"{column} has one name")
-            spelled[value] = text
-            numbers.append(value)
-        typed[column] = pd.Series(np.array(numbers, dtype=np.int64)[codes], index=frame.index)
+                other = frame["path"].iloc[first[spelled[value]]]
+                raise SourceError(f"{where(other)} and {where(frame['path'].iloc[row])}: {column} "
+                                  f"{texts[spelled[value]]!r} and {text!r} are one {column} ({value}) spelled twice; "
+                                  f"rename one so that each {column} has one name")
+            spelled[value] = code
+            numbers[code] = value
+        categorical = isinstance(frame[column].dtype, pd.CategoricalDtype)
+        typed[column] = pd.Series(pd.Categorical.from_codes(codes, numbers) if categorical else numbers[codes],
+                                  index=frame.index)
     return frame.assign(**typed)
 
 
@@ -139,7 +146,7 @@ def refuse_experiment_and_plate(scan: Scan, kind: str) -> None:
 def check_unique(images: pd.DataFrame, where: Callable[[str], str]) -> None:
     """Two files for one image (e.g. the 2019 and 2020 layouts side by side) is an error, not a choice."""
     key = ["experiment", "plate", "well", "site", "channel"]
-    dup = images[images.duplicated(key, keep=False)]
+    dup = images[repeated(images, key)]
     if dup.empty:
         return
     first = dup.astype({k: object for k in key}).sort_values(key).iloc[:2]  # by value, also for categorical keys

@@ -23,26 +23,36 @@ _SET_ITEMS = {sre.LITERAL, sre.RANGE, sre.NEGATE}
 _ANCHORS = {sre.AT_BEGINNING, sre.AT_END}
 
 
-def match_names(names: pa.ChunkedArray, pattern: re.Pattern[str]) -> tuple[np.ndarray, dict[str, pa.ChunkedArray]]:
-    """The positions of the names that `pattern.match` matches, in order, and each named group's values there,
-    dictionary-encoded (a dataset has many files but few experiments, wells or channels). Matched a chunk of
-    names at a time, so that no column of every name's groups is made in passing."""
+def match_names(names: pa.ChunkedArray,
+                pattern: re.Pattern[str]) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, list[str]]]]:
+    """The positions of the names that `pattern.match` matches, in order, and each named group's values there as
+    codes (int32; -1 where the group took no part) into its distinct values, numbered as first met (a dataset has
+    many files but few experiments, wells or channels). Matched a chunk of names at a time, so that no column of
+    every name's groups is made in passing."""
     groups = list(pattern.groupindex)
     re2 = _re2_agrees(pattern)
-    kept: list[np.ndarray] = []
-    parts: dict[str, list[pa.Array]] = {g: [] for g in groups}
-    start = 0
+    # filled in place a chunk at a time (no second copy to join them); the part past the matches is never written
+    kept = np.empty(len(names), dtype=np.int64)
+    codes = {g: np.empty(len(names), dtype=np.int32) for g in groups}
+    seen: dict[str, dict[str, int]] = {g: {} for g in groups}
+    start = matched = 0
     for chunk in names.chunks:
         found = _re2_matches(chunk, pattern) if re2 else None
         re2 = found is not None
         chunk_kept, columns = _match_chunk(chunk, pattern, groups, found)
-        kept.append(chunk_kept + start)
-        start += len(chunk)
+        end = matched + len(chunk_kept)
+        kept[matched:end] = chunk_kept + start
         for g in groups:
-            parts[g].append(columns[g])
-    kind = pa.dictionary(pa.int32(), names.type)
-    return (np.concatenate(kept) if kept else np.zeros(0, np.int64),
-            {g: pa.chunked_array(parts[g], kind).unify_dictionaries() for g in groups})
+            codes[g][matched:end] = _codes(columns[g], seen[g])
+        start, matched = start + len(chunk), end
+    return kept[:matched], {g: (codes[g][:matched], list(seen[g])) for g in groups}
+
+
+def _codes(column: pa.DictionaryArray, seen: dict[str, int]) -> np.ndarray:
+    """A dictionary-encoded column as codes into `seen` (values numbered as first met, added to as they are), -1
+    for nulls."""
+    lookup = [seen.setdefault(value, len(seen)) for value in column.dictionary.to_pylist()]
+    return np.array([*lookup, -1], dtype=np.int32)[pc.fill_null(column.indices, -1).to_numpy()]
 
 
 def _match_chunk(chunk: pa.Array, pattern: re.Pattern[str], groups: list[str],

@@ -229,12 +229,15 @@ class PlateGroups:
 
 def _with_embeddings(embeddings: EmbeddingsPlan, sites: tuple[int, ...], plates: list[PlatePlan],
                      objects: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """`objects` with each plate's embeddings added in memory by `write_embeddings` (which rewrites the plate group's
-    zarr.json too), to be stored with the rest of the batch; the parent groups zarr makes in memory are left out."""
+    """`objects` with each plate's embeddings added in memory by `write_embeddings`, to be stored with the rest of the
+    batch; the parent groups zarr makes in memory are left out. The plate group's zarr.json is kept as it was:
+    xarray's append rewrites its attributes, and with them the list of the metadata coordinates."""
     written = {key: default_buffer_prototype().buffer.from_bytes(data) for key, data in objects}
     memory = MemoryStore(written)
     for plate in plates:
+        group = written[f"{plate.group}/zarr.json"]
         write_embeddings(memory, plate.group, embeddings.for_plate(plate, sites), embeddings.table)
+        written[f"{plate.group}/zarr.json"] = group
     groups = tuple(f"{plate.group}/" for plate in plates)
     return [(key, data.to_bytes()) for key, data in written.items() if key.startswith(groups)]
 

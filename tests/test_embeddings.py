@@ -48,6 +48,9 @@ def test_site_embeddings_attach_to_each_plate(rxrx1_source: Path, tmp_path: Path
         ds = xr.open_zarr(tmp_path / "o.zarr", group=f"{experiment}/Plate{plate}")
         embeddings = ds["embeddings"]
         assert embeddings.dims == ("well", "site", "feature") and embeddings.dtype == np.float32
+        assert set(ds.data_vars) == {"images", "present", "pixel_stats", "plate_stats", "plate_histogram",
+                                     "embeddings"}  # the metadata columns stay coordinates
+        assert {"cell_type", "well_type", "sirna", "channel_name"} <= set(ds.coords)
         assert ds["feature"].values.tolist() == [f"feature_{i}" for i in range(128)]
         for well in wells:
             for site in (1, 2):

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import xarray as xr
 from zarr.abc.store import Store
 from zarr.codecs import ZstdCodec
@@ -123,6 +122,8 @@ def _read_file(path: Path) -> tuple[pa.Table, str, list[str]]:
             types = {name: (pa.string() if name == ID_COLUMNS[level][0] else pa.float32()) for name in header}
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
         else:
+            import pyarrow.parquet as pq  # here: it loads pyarrow's cloud filesystems (and the AWS SDK) with it
+
             table = pq.read_table(path)
             level = _level(table.column_names, path)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:

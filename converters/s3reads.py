@@ -67,7 +67,10 @@ class S3Reads:
                                          retries=False, redirect=False)
             if response.status in (200, 206):
                 data = response.data
-                return data[:length] if start < 0 and length is not None else data
+                if length is None:
+                    return data
+                # 200: a server that ignores Range sends the whole object
+                return data[start:][:length] if response.status == 200 else data[:length]
             region = response.headers.get("x-amz-bucket-region")
             if response.status not in (301, 400) or not region or region == self.region:
                 break

@@ -107,3 +107,28 @@ def test_storage_options_for_writes_are_ignored_and_others_refused(s3, stored: b
     with pytest.raises(BucketError, match=r"s3://reads: the site readers do not take the storage option\(s\) "
                                           r"role_arn, sse_customer_key_base64 .*AWS_ROLE_ARN"):
         reads(s3, aws_role_arn="arn:aws:iam::1:role/r", sse_customer_key_base64="a2V5")
+
+
+def test_a_server_that_ignores_the_range_still_gives_the_bytes_asked_for() -> None:
+    """Some S3-compatible servers answer a ranged GET with 200 and the whole object (played by a small server)."""
+    body = bytes(range(256)) * 4
+
+    class Whole(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Whole)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = S3Reads("b", {"endpoint": f"http://127.0.0.1:{server.server_port}", "skip_signature": True}, 5, 30, 1)
+        assert client.get("k", 10, 20) == body[10:30]
+        assert client.get("k", -16, 16) == body[-16:]
+        assert client.get("k") == body
+    finally:
+        server.shutdown()

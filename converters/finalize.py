@@ -6,7 +6,10 @@ complete only when every well is in it.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,11 +17,11 @@ import pandas as pd
 import xarray as xr
 from zarr.abc.store import Store
 
-from converters.nodes import Nodes
+from converters.nodes import META, Nodes
 from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
 from converters.plan import EXAMPLES, Plan
 from converters.resume import plan_identity
-from converters.statstore import finish_stats
+from converters.statstore import finish_stats, index_columns
 from converters.template import dataset_objects, plate_dataset, strings
 from converters.version import __version__
 
@@ -61,18 +64,21 @@ def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_index(store: Store, table: pd.DataFrame, nodes: Nodes | None = None) -> None:
-    """The root `index` group (dim `sample`): the whole metadata table in one read. `nodes`: the store's documents
-    written so far, to which the index's are added."""
-    data = {}
-    for name in table.columns:
-        values = table[name]
+def write_index(store: Store, table: pd.DataFrame, nodes: Nodes | None = None,
+                more: Iterable[tuple[str, np.ndarray]] = ()) -> None:
+    """The root `index` group (dim `sample`): the whole metadata `table` and the columns `more` yields, in one read per
+    column, consolidated so that readers open it without the whole tree. Encoded a column at a time, so that a table
+    of millions of rows is not held twice over (xarray copies string columns as it encodes them). `nodes`: the
+    store's documents written so far, to which the index's are added."""
+    nodes = nodes or Nodes(store)
+    names: set[str] = set()
+    for name, values in chain(table.items(), more):
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
-        data[name] = ("sample", strings(values) if text else values.to_numpy())
-    whole = {name: {"chunks": (max(len(table), 1),)} for name in data}  # one read per column
-    # consolidated: readers open the index without the whole tree
-    objects = dataset_objects(xr.Dataset(coords=data), whole, consolidated=True)
-    (nodes or Nodes(store)).put([(f"{INDEX_GROUP}/{key}", value) for key, value in objects])
+        coord = {name: ("sample", strings(values) if text else np.asarray(values))}
+        objects = dataset_objects(xr.Dataset(coords=coord), {name: {"chunks": (max(len(table), 1),)}})
+        names.update(str(json.loads(dict(objects)[META])["attributes"].get("coordinates", "")).split())
+        nodes.put([(f"{INDEX_GROUP}/{key}", value) for key, value in objects if key != META])
+    nodes.put([nodes.consolidated_group(INDEX_GROUP, {"coordinates": " ".join(sorted(names))})])
 
 
 def write_root(store: Store, attrs: dict, nodes: Nodes | None = None) -> None:
@@ -91,8 +97,8 @@ def finish_store(output: Output, plan: Plan, written: WrittenWells) -> None:
     nodes = Nodes.load(output)
     write_present(nodes, written.present)
     table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, written.present)
-    pixel_stats = finish_stats(output.store, written.stats, table, output.location, nodes)
-    write_index(output.store, table, nodes)
+    pixel_stats = finish_stats(output.store, written.stats, output.location, nodes)
+    write_index(output.store, table, nodes, index_columns(table, written.stats) if pixel_stats else ())
     skipped = written.skipped()
     attrs = root_attrs(plan, reported(plan, written), len(table), skipped)
     write_root(output.store, attrs | {"plan": plan_identity(plan)} | pixel_stats, nodes)

@@ -29,7 +29,7 @@ from converters.readers import checked_root, plate_groups, read_array, read_inde
 from converters.schema import Controls, load_schema
 from converters.sitereader import SiteReader
 from converters.stats import StoreStats, WellStats, control_mask, well_stats
-from converters.statstore import ATTR, pixel_stats_table, write_stats, write_table
+from converters.statstore import ATTR, index_column_names, index_columns, pixel_stats_table, write_stats, write_table
 
 log = logging.getLogger("platezarr")
 STATS_RECORDS = f"{RECORDS}/stats"
@@ -109,8 +109,9 @@ def _measure(url: str | os.PathLike[str], output: Output, attrs: dict[str, Any],
             done += 1
             progress(Progress("stats", done, total, "wells"))
     table = read_index(output.store).to_dataframe().reset_index(drop=True)
-    pooled = write_stats(output.store, stats, table)
-    write_index(output.store, table)
+    pooled = write_stats(output.store, stats)
+    measured = table.drop(columns=index_column_names(stats.channels), errors="ignore")  # those of an earlier run
+    write_index(output.store, measured, more=index_columns(table, stats))
     write_root(output.store, attrs | {ATTR: pooled})
     output.delete(RECORDS)  # the wells' records; the lock is kept until `owning` releases it
     return {"wells": total, "resumed_wells": len(finished)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import unicodedata
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +42,17 @@ def group_document(attributes: dict[str, Any]) -> bytes:
 
 def _group_bytes(metadata: GroupMetadata) -> bytes:
     return metadata.to_buffer_dict(default_buffer_prototype())[META].to_bytes()
+
+
+def _member(document: bytes) -> dict[str, Any]:
+    """A node's document as a member of consolidated metadata: a group's with empty consolidated metadata of its own
+    (placed as zarr places it)."""
+    doc = json.loads(document)
+    if doc.get("node_type") != "group":
+        return doc
+    empty = {"kind": "inline", "must_understand": False, "metadata": {}}
+    return {"attributes": doc.get("attributes", {}), "zarr_format": doc["zarr_format"], "consolidated_metadata": empty,
+            "node_type": "group"}
 
 
 def _buffers(objects: dict[str, bytes]) -> dict[str, Buffer]:
@@ -107,16 +120,35 @@ class Nodes:
         taken without consolidated metadata of its own, then given its children's."""
         if not self.complete:
             self._read_all()
-        members = {}
-        for key, data in self.documents.items():
-            if key != META:
-                doc = json.loads(data)
-                if doc.get("node_type") == "group":
-                    doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": {}}
-                members[key.removesuffix(f"/{META}")] = doc
-        nested = ConsolidatedMetadata.from_dict({"kind": "inline", "must_understand": False, "metadata": members})
         root = GroupMetadata.from_dict(self.document(""))
-        return META, _group_bytes(dataclasses.replace(root, attributes=attributes, consolidated_metadata=nested))
+        return META, self._consolidated("", dataclasses.replace(root, attributes=attributes))
+
+    def consolidated_group(self, path: str, attributes: dict[str, Any]) -> tuple[str, bytes]:
+        """The zarr.json of a group at `path` with `attributes` and the consolidated metadata of the nodes below it
+        written through here, as `zarr.consolidate_metadata` makes it for a store whose root is that group."""
+        return meta_key(path), self._consolidated(path, GroupMetadata(attributes=attributes))
+
+    def _consolidated(self, path: str, group: GroupMetadata) -> bytes:
+        """`group`'s zarr.json with the consolidated metadata of the documents below `path`, as zarr writes it (members
+        ordered by depth, then name; child groups with empty consolidated metadata of their own), made one member at
+        a time: zarr's own objects for the metadata of a thousand plates would take hundreds of MB."""
+        prefix = f"{path}/" if path else ""
+        members = sorted(((key.removeprefix(prefix).removesuffix(f"/{META}"), key) for key in self.documents
+                          if key.startswith(prefix) and key != meta_key(path)),
+                         key=lambda item: (item[0].count("/"), unicodedata.normalize("NFKC", item[0]).casefold()))
+        indent = zarr.config.get("json_indent")
+        placeholder = f"platezarr-members-{uuid.uuid4()}"
+        head = dataclasses.replace(group, consolidated_metadata=ConsolidatedMetadata(metadata={})).to_dict()
+        head["consolidated_metadata"]["metadata"] = placeholder
+        before, after = json.dumps(head, indent=indent, allow_nan=True).split(json.dumps(placeholder))
+        pad = "" if indent is None else " " * (3 * indent)  # a member's depth: root, consolidated_metadata, metadata
+        newline, comma = ("", ", ") if indent is None else ("\n", ",\n")
+        parts = [before.encode(), b"{"]
+        for i, (name, key) in enumerate(members):
+            member = json.dumps(_member(self.documents[key]), indent=indent, allow_nan=True).replace("\n", "\n" + pad)
+            parts.append(f"{comma if i else newline}{pad}{json.dumps(name)}: {member}".encode())
+        parts += [f"{newline}{pad[indent or 0:]}}}".encode() if members else b"}", after.encode()]
+        return b"".join(parts)
 
     def _read_all(self) -> None:
         """Read every node's document from the store, as `zarr.consolidate_metadata` walks it."""

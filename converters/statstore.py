@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,20 +45,19 @@ def index_column(stat: str, channel: str) -> str:
     return f"{stat}_{channel}"
 
 
-def finish_stats(store: Store, stats: StoreStats, table: pd.DataFrame, location: str,
-                 nodes: Nodes | None = None) -> dict[str, Any]:
+def finish_stats(store: Store, stats: StoreStats, location: str, nodes: Nodes | None = None) -> dict[str, Any]:
     """Write the statistics at the end of a conversion; the root attribute to add: {"pixel_stats": ...}, or nothing
     if some wells were written by an earlier platezarr that computed none (then `platezarr stats` adds them)."""
     if stats.unmeasured:
         log.warning("%s: %d wells were written by an earlier platezarr, without pixel statistics; the store is finished "
                     "without any: add them with `platezarr stats %s`", location, len(stats.unmeasured), location)
         return {}
-    return {"pixel_stats": write_stats(store, stats, table, nodes)}
+    return {"pixel_stats": write_stats(store, stats, nodes)}
 
 
-def write_stats(store: Store, stats: StoreStats, table: pd.DataFrame, nodes: Nodes | None = None) -> dict[str, Any]:
-    """Write every plate's statistics and every experiment's pooled ones, add the per-sample columns to the index
-    `table` (rows keyed by group, well_index, site_index), and return the store's pooled ones for the root.
+def write_stats(store: Store, stats: StoreStats, nodes: Nodes | None = None) -> dict[str, Any]:
+    """Write every plate's statistics and every experiment's pooled ones, and return the store's pooled ones for the
+    root (the index's per-sample columns are `index_columns`).
     `nodes`: the store's documents written so far (else the groups' are read from the store), kept up to date."""
     nodes = nodes or Nodes(store)
     experiments: dict[str, list[str]] = {}
@@ -72,7 +72,6 @@ def write_stats(store: Store, stats: StoreStats, table: pd.DataFrame, nodes: Nod
     nodes.put([nodes.group(experiment, {ATTR: pooled_attrs(_summaries(stats.pooled(groups), stats), stats,
                                                             _controls(stats, groups))})
                for experiment, groups in experiments.items()])
-    _add_index_columns(table, stats)
     return pooled_attrs(_summaries(stats.pooled(list(stats.plates)), stats), stats, _controls(stats, list(stats.plates)))
 
 
@@ -128,16 +127,23 @@ def _plain(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def _add_index_columns(table: pd.DataFrame, stats: StoreStats) -> None:
-    """`{stat}_{channel}` columns, one value per sample (site): the image's statistics, NaN where it is missing."""
-    values = np.full((len(table), len(stats.channels), len(STATS)), np.nan)
-    groups = np.array([str(g) for g in table["group"]], dtype=object)
-    for group, plate in stats.plates.items():
-        rows = np.flatnonzero(groups == group)
-        values[rows] = plate.images[table["well_index"].to_numpy()[rows], table["site_index"].to_numpy()[rows]]
+def index_column_names(channels: tuple[str, ...]) -> list[str]:
+    """The index's columns of statistics, in the order `index_columns` makes them."""
+    return [index_column(stat, channel) for stat in INDEX_STATS for channel in channels]
+
+
+def index_columns(table: pd.DataFrame, stats: StoreStats) -> Iterator[tuple[str, np.ndarray]]:
+    """The index's `{stat}_{channel}` columns, one value per sample (rows of `table`, keyed by group, well_index,
+    site_index): the image's statistics, NaN where it is missing. Made one at a time, as `write_index` writes them."""
+    groups, wells, sites = (table[name].to_numpy() for name in ("group", "well_index", "site_index"))
+    where = {group: (rows, wells[rows], sites[rows]) for group in stats.plates
+             for rows in [np.flatnonzero(groups == group)]}
     for stat in INDEX_STATS:
         for c, channel in enumerate(stats.channels):
-            table[index_column(stat, channel)] = values[:, c, STATS.index(stat)]
+            column = np.full(len(table), np.nan)
+            for group, (rows, well, site) in where.items():
+                column[rows] = stats.plates[group].images[well, site, c, STATS.index(stat)]
+            yield index_column(stat, channel), column
 
 
 def read_pooled(root: zarr.Group, path: str = "") -> dict[str, Any] | None:

@@ -242,15 +242,13 @@ def _with_embeddings(embeddings: EmbeddingsPlan, sites: tuple[int, ...], plates:
     return [(key, data.to_bytes()) for key, data in written.items() if key.startswith(groups)]
 
 
-def dataset_objects(ds: xr.Dataset, encoding: dict[str, Any], consolidated: bool = False) -> list[tuple[str, bytes]]:
+def dataset_objects(ds: xr.Dataset, encoding: dict[str, Any]) -> list[tuple[str, bytes]]:
     """The objects (key, bytes) `to_zarr` writes for `ds` as a group of its own, made in memory: stored with
     `put_objects`, each is one PUT, where `to_zarr` into a bucket reads and rewrites the parents' zarr.json for
     every array it creates."""
     written: dict[str, Any] = {}
     memory = MemoryStore(written)
     ds.to_zarr(memory, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
-    if consolidated:
-        zarr.consolidate_metadata(memory)
     return [(key, value.to_bytes()) for key, value in written.items()]
 
 

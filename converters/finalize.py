@@ -22,7 +22,7 @@ from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
 from converters.plan import EXAMPLES, Plan
 from converters.resume import plan_identity
 from converters.statstore import finish_stats, index_columns
-from converters.template import dataset_objects, plate_dataset, strings
+from converters.template import dataset_objects, plate_coords, strings
 from converters.version import __version__
 
 if TYPE_CHECKING:
@@ -37,11 +37,11 @@ def write_present(nodes: Nodes, present: dict[str, np.ndarray]) -> None:
     nodes.put([chunk for group, mask in present.items() for chunk in nodes.chunks(f"{group}/present", mask)])
 
 
-def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per site of the whole store, with its group path, array position and metadata."""
+def index_table(plan: Plan, present: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per site of the whole store, with its group path, array position and metadata (each plate's
+    coordinates made in turn, not every plate's at once)."""
     frames = []
     for plate in plan.plates:
-        ds = plates[plate.group]
         n_wells, n_sites = len(plate.wells), len(plan.schema.sites)
         frame = pd.DataFrame(
             {
@@ -55,10 +55,10 @@ def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np
                 "channels_present": present[plate.group].sum(axis=2).ravel(),
             }
         )
-        for name, coord in ds.coords.items():
-            if name in frame or "well" not in coord.dims or name in ("row", "column"):
+        for name, (dims, values, _) in plate_coords(plan, plate).items():
+            if name in frame or "well" not in dims or name in ("row", "column"):
                 continue
-            values = coord.values if coord.ndim == 2 else np.repeat(coord.values, n_sites)
+            values = values if len(dims) == 2 else np.repeat(values, n_sites)
             frame[name] = values.ravel()
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -67,14 +67,14 @@ def index_table(plan: Plan, plates: dict[str, xr.Dataset], present: dict[str, np
 def write_index(store: Store, table: pd.DataFrame, nodes: Nodes | None = None,
                 more: Iterable[tuple[str, np.ndarray]] = ()) -> None:
     """The root `index` group (dim `sample`): the whole metadata `table` and the columns `more` yields, in one read per
-    column, consolidated so that readers open it without the whole tree. Encoded a column at a time, so that a table
-    of millions of rows is not held twice over (xarray copies string columns as it encodes them). `nodes`: the
-    store's documents written so far, to which the index's are added."""
+    column, consolidated so that readers open it without the whole tree. Encoded a column at a time, strings packed
+    in numpy's StringDType (xarray would copy an object column into new str objects; the bytes stored are the same),
+    so that a table of millions of rows is not held twice over. `nodes`: the store's documents written so far."""
     nodes = nodes or Nodes(store)
     names: set[str] = set()
     for name, values in chain(table.items(), more):
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
-        coord = {name: ("sample", strings(values) if text else np.asarray(values))}
+        coord = {name: ("sample", strings(values).astype(np.dtypes.StringDType()) if text else np.asarray(values))}
         objects = dataset_objects(xr.Dataset(coords=coord), {name: {"chunks": (max(len(table), 1),)}})
         names.update(str(json.loads(dict(objects)[META])["attributes"].get("coordinates", "")).split())
         nodes.put([(f"{INDEX_GROUP}/{key}", value) for key, value in objects if key != META])
@@ -96,7 +96,7 @@ def finish_store(output: Output, plan: Plan, written: WrittenWells) -> None:
     complete. Every object is written once and nothing is read back but the template's documents (`Nodes`)."""
     nodes = Nodes.load(output)
     write_present(nodes, written.present)
-    table = index_table(plan, {p.group: plate_dataset(plan, p) for p in plan.plates}, written.present)
+    table = index_table(plan, written.present)
     pixel_stats = finish_stats(output.store, written.stats, output.location, nodes)
     write_index(output.store, table, nodes, index_columns(table, written.stats) if pixel_stats else ())
     skipped = written.skipped()

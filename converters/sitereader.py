@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,6 +51,8 @@ class _RangedReads:
         self.fs: Any = None
         self.s3: S3Reads | None = None
         self.root = ""
+        self.connections = connections
+        self._pool: ThreadPoolExecutor | None = None  # for read_many; this object is made afresh in each process
         client = CLIENT_DEFAULTS | location.options.get("client_options", {})
         retry = RETRY_DEFAULTS | location.options.get("retry_config", {})
         backoff = BACKOFF_DEFAULTS | retry.get("backoff", {})
@@ -87,6 +89,15 @@ class _RangedReads:
                           f"each): {first_line(failure) or type(failure).__name__}; check the endpoint and the "
                           "network, or give more time with storage options like '{\"client_options\": {\"timeout\": "
                           "\"60s\"}, \"retry_config\": {\"max_retries\": 10}}'") from failure
+
+    def read_many(self, key: str, ranges: Sequence[tuple[int, int | None]]) -> list[bytes]:
+        """`read` of each (start, length) of `key`, from a bucket all at once: a crop's runs of tiles cost one round
+        trip, not one per run."""
+        if self.path is not None or len(ranges) < 2:
+            return [self.read(key, start, length) for start, length in ranges]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.connections, thread_name_prefix="platezarr-ranges")
+        return list(self._pool.map(lambda r: self.read(key, *r), ranges))
 
 
 def _bounds(window: slice, size: int, axis: str) -> tuple[int, int]:
@@ -144,8 +155,8 @@ class SiteReader:
     def read_window(self, group: str, well_index: int, site_index: int, window: tuple[slice, slice],
                     well: str = "") -> np.ndarray:
         """The (channel, y, x) pixels of `window`, the (y0:y1, x0:x1) slices of a site, reading only the chunks it
-        intersects: one ranged read per run of them lying next to each other in the shard (a crop of a tiled site
-        reads its few tiles; of a site stored as one chunk, the whole site)."""
+        intersects: one ranged read per run of them lying next to each other in the shard, sent to a bucket at once
+        (a crop of a tiled site reads its few tiles; of a site stored as one chunk, the whole site)."""
         (y0, y1), (x0, x1) = (_bounds(w, n, axis) for w, n, axis in zip(window, self.image_shape, "yx"))
         key, chunks = self._locate(group, well_index, site_index)
         index = self._index(key, well)
@@ -174,9 +185,8 @@ class SiteReader:
                 runs[-1].append(piece)
             else:
                 runs.append([piece])
-        for run in runs:
-            start = run[0][0]
-            data = self._read(key, well, start, run[-1][0] + run[-1][1] - start)
+        ranges = [(run[0][0], run[-1][0] + run[-1][1] - run[0][0]) for run in runs]
+        for run, (start, _), data in zip(runs, ranges, self._read_many(key, well, ranges)):
             for offset, nbytes, coords in run:
                 yield coords, data if len(run) == 1 else data[offset - start:offset - start + nbytes]
 
@@ -241,8 +251,12 @@ class SiteReader:
         return self._indexes[key]
 
     def _read(self, key: str, well: str, start: int = 0, length: int | None = None) -> bytes:
+        return self._read_many(key, well, [(start, length)])[0]
+
+    def _read_many(self, key: str, well: str, ranges: Sequence[tuple[int, int | None]]) -> list[bytes]:
+        """The bytes of each (start, length) of `key` (length None: to the end), read at once from a bucket."""
         try:
-            return self._reads().read(key, start, length)
+            return self._reads().read_many(key, ranges)
         except FileNotFoundError as exc:
             name = f"well {'/'.join(key.split('/')[:2])}/{well}" if well else key
             raise StoreError(f"{self.url}: {name} has no shard ({key}) though the store lists it: the store was "

@@ -16,7 +16,7 @@ import xarray as xr
 import zarr
 
 import converters as pz
-from converters.nodes import NODES_KEY
+from converters.nodes import NODES_KEY, Nodes
 from converters.output import Output
 from sources import small_rxrx1, write_metadata, write_rxrx_source, write_site_embeddings
 
@@ -36,13 +36,14 @@ def convert(src: Path, out: Path) -> None:
     pz.convert(src / "images", out, small_rxrx1(), src / "metadata.csv", embeddings=src / "embeddings.csv", workers=1)
 
 
-def zarrs_root(out: Path) -> bytes:
-    """The root zarr.json `zarr.consolidate_metadata` writes, reading every node of the store at `out` (whose own
-    root is put back)."""
-    ours = (out / "zarr.json").read_bytes()
-    zarr.consolidate_metadata(out)
-    theirs = (out / "zarr.json").read_bytes()
-    (out / "zarr.json").write_bytes(ours)
+def zarrs_root(out: Path, path: str = "") -> bytes:
+    """The zarr.json `zarr.consolidate_metadata` writes for the group at `path`, reading every node below it in the
+    store at `out` (whose own document is put back)."""
+    document = out / path / "zarr.json"
+    ours = document.read_bytes()
+    zarr.consolidate_metadata(out, path=path or None)
+    theirs = document.read_bytes()
+    document.write_bytes(ours)
     return theirs
 
 
@@ -50,6 +51,7 @@ def test_the_consolidated_metadata_is_the_one_zarr_writes(source: Path, tmp_path
     out = tmp_path / "o.zarr"
     convert(source, out)
     assert (out / "zarr.json").read_bytes() == zarrs_root(out)
+    assert (out / "index" / "zarr.json").read_bytes() == zarrs_root(out, "index")  # readers open it on its own
     nodes = json.loads((out / "zarr.json").read_bytes())["consolidated_metadata"]["metadata"]
     assert {"HUVEC-01/Plate1/embeddings", "HUVEC-01/Plate1/pixel_stats", "index/mean_w1"} <= set(nodes)
     for experiment, plate in PLATES:
@@ -74,3 +76,19 @@ def test_a_store_begun_without_the_record_of_its_template_reads_its_nodes_back(s
     convert(source, fresh)
     resumed, once = (json.loads((o / "zarr.json").read_bytes())["consolidated_metadata"] for o in (out, fresh))
     assert resumed == once
+
+
+@pytest.mark.parametrize("indent", [2, None, 4])
+def test_the_root_document_is_zarrs_whatever_its_json_indent(tmp_path: Path, indent: int | None) -> None:
+    """`Nodes` writes the consolidated root one member at a time, not through zarr's objects: the bytes are zarr's for
+    any `json_indent`, with names out of order, non-ASCII, nested groups, and attributes that look like its parts."""
+    with zarr.config.set({"json_indent": indent}):
+        root = zarr.open_group(tmp_path, mode="w", zarr_format=3, attributes={"metadata": {}, "kind": "inline"})
+        plate = root.create_group("Pläte", attributes={"note": "two\nlines"})
+        plate.create_array("values", shape=(3,), dtype="f8", fill_value=float("nan"))
+        root.create_group("a").create_group("B").create_array("n", shape=(2,), dtype="i2")
+        root.create_array("Z", shape=(1,), dtype="u1")
+        documents = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("zarr.json")}
+        ours = Nodes(root.store, documents, complete=True).consolidated({"platezarr": {"done": True}})[1]
+        root.attrs.put({"platezarr": {"done": True}})
+        assert ours == zarrs_root(tmp_path)

@@ -199,6 +199,12 @@ def test_crops_from_a_bucket_fetch_only_their_tiles(s3, source) -> None:
         assert counts["requests"] == sum(runs for _, runs, _ in costs)
         assert sum(b for b, _, _ in costs) <= counts["bytes"] <= sum(b for b, _, _ in costs) + 1000 * counts["requests"]
         assert counts["bytes"] < sum(site for _, _, site in costs) / 2
+        proxy.latency = 0.2  # a crop's runs of tiles are fetched at once: one round trip, not one per run
+        several = next(i for i, (_, runs, _) in enumerate(costs) if runs >= 2)
+        proxy.reset_counts()
+        ds[several]
+        assert proxy.counts()["max_in_flight"] == costs[several][1]
+        proxy.latency = 0
         proxy.reset_counts()
         for i in range(len(whole)):
             pixels, meta = whole[i]

@@ -125,12 +125,11 @@ class OmeFormat:
 
     def finalize(self, output: Output, plan: Plan, written: WrittenWells) -> None:
         """Image, well and plate groups, the index, then the root attributes; the records go last."""
-        datasets = {p.group: plate_dataset(plan, p) for p in plan.plates}
         for plate in plan.plates:
             windows = plate_windows(plate_display_range(written, plate.group), plan.dtype)
-            write_all(output, self._plate_groups(output, plan, plate, datasets[plate.group], written.present[plate.group],
-                                                 windows))
-        table = index_table(plan, datasets, written.present)
+            write_all(output, self._plate_groups(output, plan, plate, plate_dataset(plan, plate),
+                                                 written.present[plate.group], windows))
+        table = index_table(plan, written.present)
         if len(table):
             table["ome_path"] = [f"{g}/{self._path_of(g, w)}/{s}" for g, w, s in
                                  zip(table["group"], table["well_index"], table["site_index"])]

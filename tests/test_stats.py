@@ -256,8 +256,9 @@ def test_generated_plates_pool_controls_experiments_and_the_store(generated, tmp
     assert (hist.sum(axis=1) == ds["plate_stats"].sel(pool="all", stat="count").values).all()
 
 
-def strip_stats(out: Path) -> None:
-    """Make `out` a store as platezarr wrote it before statistics: no statistic arrays, attributes or index columns."""
+def strip_stats(out: Path, index_columns: bool = True) -> None:
+    """Make `out` a store as platezarr wrote it before statistics: no statistic arrays, attributes or (unless
+    `index_columns` is False) index columns."""
     root = zarr.open_group(out, mode="r+")
     for experiment in [e for e, _ in root.groups() if e != "index"]:
         group = root[experiment]
@@ -268,7 +269,8 @@ def strip_stats(out: Path) -> None:
         group.attrs.put({k: v for k, v in group.attrs.items() if k != "pixel_stats"})
     index = root["index"]
     for name in [n for n, _ in index.arrays() if n.split("_")[0] in ("mean", "std", "min", "max", "p1", "p50", "p99")]:
-        del index[name]
+        if index_columns:
+            del index[name]
     zarr.consolidate_metadata(out, path="index")
     attrs = dict(root.attrs)
     attrs["platezarr"] = {k: v for k, v in attrs["platezarr"].items() if k != "pixel_stats"}
@@ -308,6 +310,25 @@ def test_stats_command_adds_the_same_statistics_to_a_store_made_without_them(gen
         np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
     assert not (old / "_platezarr" / "stats").exists()
     assert pz.SiteDataset(old, normalize="plate")[0][0].dtype == np.float32
+
+
+def test_stats_replaces_index_columns_left_by_a_run_stopped_before_its_end(generated, tmp_path: Path) -> None:
+    """As a `platezarr stats` stopped after writing the index and before the root: the index holds statistics
+    columns (here zeros) while the store has no statistics; the next run writes them again, each once."""
+    root, _ = generated
+    fresh, old = tmp_path / "fresh.zarr", tmp_path / "old.zarr"
+    convert_generated(root, fresh, workers=1)
+    convert_generated(root, old, workers=1)
+    strip_stats(old, index_columns=False)
+    index = zarr.open_group(old, mode="r+")["index"]
+    for name in ("mean_w3", "p1_w6", "max_w2"):
+        index[name][...] = 0
+    assert pz.compute_stats(old)["computed"]
+    expected, found = stat_arrays(fresh), stat_arrays(old)
+    for key in expected:
+        np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
+    assert sorted(pz.open_index(old).data_vars) == sorted(pz.open_index(fresh).data_vars)
+    assert sorted(pz.open_index(old).coords) == sorted(pz.open_index(fresh).coords)
 
 
 def test_stats_command_on_a_dask_cluster(generated, tmp_path: Path) -> None:

@@ -441,9 +441,7 @@ def plate_qc_figure(url: str | os.PathLike[str], plate: str, stat: str = "presen
 def _colormap() -> Any:
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("#d0d0d0")
-    return cmap
+    return colormaps["viridis"].with_extremes(bad="#d0d0d0")
 
 
 def show(url: str | os.PathLike[str], target: str, out: str | os.PathLike[str], *, qc: str | None = None,

@@ -9,6 +9,8 @@ with the source pixels by tests/test_stream.py and tests/test_readers.py.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -30,6 +32,22 @@ def stored(s3) -> bytes:
 
 def reads(s3, **options) -> S3Reads:
     return S3Reads("reads", {"endpoint": s3.endpoint, **options}, 5, 30, 4)
+
+
+@contextmanager
+def playing(answers: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """The endpoint of a small HTTP server on 127.0.0.1 answering with `answers`, for what moto does not send."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+class Quiet(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        return None
 
 
 def test_ranged_suffix_and_whole_gets_return_the_objects_bytes(s3, stored: bytes) -> None:
@@ -76,7 +94,7 @@ def test_the_region_s3_names_is_followed() -> None:
     again for it, and keeps it for the next GETs."""
     seen: list[str] = []
 
-    class Regional(BaseHTTPRequestHandler):
+    class Regional(Quiet):
         def do_GET(self) -> None:
             seen.append(self.headers["Authorization"])
             right = "/eu-west-1/s3/" in self.headers["Authorization"]
@@ -87,19 +105,12 @@ def test_the_region_s3_names_is_followed() -> None:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Regional)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = S3Reads("b", {"endpoint": f"http://127.0.0.1:{server.server_port}", "region": "us-east-1",
-                               "access_key_id": "k", "secret_access_key": "s"}, 5, 30, 1)
+    with playing(Regional) as endpoint:
+        client = S3Reads("b", {"endpoint": endpoint, "region": "us-east-1", "access_key_id": "k",
+                               "secret_access_key": "s"}, 5, 30, 1)
         assert client.get("k", 0, 6) == b"pixels" and client.region == "eu-west-1"
         assert client.get("k", 0, 6) == b"pixels"
         assert len(seen) == 3  # one 301, then every GET signed for the bucket's region at once
-    finally:
-        server.shutdown()
 
 
 def test_storage_options_for_writes_are_ignored_and_others_refused(s3, stored: bytes) -> None:
@@ -113,22 +124,15 @@ def test_a_server_that_ignores_the_range_still_gives_the_bytes_asked_for() -> No
     """Some S3-compatible servers answer a ranged GET with 200 and the whole object (played by a small server)."""
     body = bytes(range(256)) * 4
 
-    class Whole(BaseHTTPRequestHandler):
+    class Whole(Quiet):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Whole)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = S3Reads("b", {"endpoint": f"http://127.0.0.1:{server.server_port}", "skip_signature": True}, 5, 30, 1)
+    with playing(Whole) as endpoint:
+        client = S3Reads("b", {"endpoint": endpoint, "skip_signature": True}, 5, 30, 1)
         assert client.get("k", 10, 20) == body[10:30]
         assert client.get("k", -16, 16) == body[-16:]
         assert client.get("k") == body
-    finally:
-        server.shutdown()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -407,5 +408,29 @@ def show_command(out: str, target: str, picture: str, qc: str | None, channels: 
     click.echo(f"wrote {path} ({width}x{height} pixels)")
 
 
+def run() -> None:
+    """The `platezarr` command: `main`, then end the process with its exit status without Python's finalization.
+
+    obstore's runtime threads hand each finished request back to Python (zarr reads buckets through it). On Python
+    3.11, one doing so while the interpreter finalizes is ended with pthread_exit, which aborts the process through
+    the Rust frames below it: the command died with SIGABRT after printing its result. Everything the command opened
+    is closed by the time `main` returns; what is left to do is flush the output.
+    """
+    try:
+        main()
+        status = 0
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            click.echo(stop.code, err=True)
+        status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe (`platezarr info | head`): nothing more can be said
+            status = status or 1
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    main()
+    run()

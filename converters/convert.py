@@ -7,6 +7,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -207,30 +208,35 @@ def write_plan(plan: Plan, output: Output, fmt: StoreFormat, options: Options,
     from converters.finalize import now, reported
     from converters.lock import owning
     from converters.output import storage_errors
-    from converters.resume import prepare
+    from converters.resume import finished_wells, prepare
     from converters.write import WrittenWells
 
     with owning(output):
-        with storage_errors(output):
-            finished = prepare(output, plan, fmt, options.overwrite, now())
         written = WrittenWells.empty(plan)
-        for result in finished.values():
-            written.add(result)
-        total = plan.n_sites
-        done = total - plan.wells_left(finished) * len(plan.schema.sites)
-        progress(Progress("write", done, total))
-        for results in run_tasks(task, job, plan.work(finished), options.parallel, options.scheduler):
-            for result in results:
-                written.add(result)
-            done += len(results) * len(plan.schema.sites)
+        with closing(written.stats):
+            finished: set[tuple[str, int]] = set()
+            with storage_errors(output):
+                if prepare(output, plan, fmt, options.overwrite, now()):
+                    for result in finished_wells(output):
+                        written.add(result)
+                        finished.add((result.group, result.well_index))
+                    log.info("resuming %s: %d wells already written", output.location, len(finished))
+            total = plan.n_sites
+            done = total - plan.wells_left(finished) * len(plan.schema.sites)
             progress(Progress("write", done, total))
-        if not any(mask.any() for mask in written.present.values()):  # e.g. tars planned from metadata, all lacking
-            raise SourceError(f"{plan.source}: not one of the {plan.n_images} planned images could be stored (all "
-                              "missing or skipped as bad); the store is left unfinished: check the source and metadata")
-        progress(Progress("finalize", 0, 1, "steps"))
-        with storage_errors(output):
-            fmt.finalize(output, plan, written)
-        progress(Progress("finalize", 1, 1, "steps"))
+            for results in run_tasks(task, job, plan.work(finished), options.parallel, options.scheduler):
+                for result in results:
+                    written.add(result)
+                done += len(results) * len(plan.schema.sites)
+                progress(Progress("write", done, total))
+            if not any(mask.any() for mask in written.present.values()):  # e.g. tars planned from metadata, all lacking
+                raise SourceError(f"{plan.source}: not one of the {plan.n_images} planned images could be stored (all "
+                                  "missing or skipped as bad); the store is left unfinished: check the source and "
+                                  "metadata")
+            progress(Progress("finalize", 0, 1, "steps"))
+            with storage_errors(output):
+                fmt.finalize(output, plan, written)
+            progress(Progress("finalize", 1, 1, "steps"))
     skipped = written.skipped()
     extra = {"resumed_wells": len(finished), "skipped_images": {"count": len(skipped), "files": skipped}}
     return Summary(output.location, reported(plan, written), time.perf_counter() - started, output.nbytes(), extra)

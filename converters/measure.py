@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,30 +95,32 @@ def _measure(url: str | os.PathLike[str], output: Output, attrs: dict[str, Any],
     root = zarr.open_group(output.store, mode="r", zarr_format=3, use_consolidated=True)
     groups = plate_groups(root)
     stats = _empty_stats(root, attrs, groups)
-    finished = _recorded(output)
-    if finished:
-        log.info("resuming the statistics of %s: %d wells already measured", output.location, len(finished))
-    for (group, index), well in finished.items():
-        stats.add(group, index, well)
-    total = sum(len(p.controls) for p in stats.plates.values())
-    progress(Progress("stats", len(finished), total, "wells"))
-    if groups:
-        job = MeasureJob(SiteReader(url, groups[0], storage_options), output)
-        done = len(finished)
-        for group, index, well in run_tasks(measure_well, job, _tasks(root, groups, finished), workers, scheduler):
+    with closing(stats):
+        finished: set[tuple[str, int]] = set()
+        for group, index, well in _recorded(output):
             stats.add(group, index, well)
-            done += 1
-            progress(Progress("stats", done, total, "wells"))
-    table = read_index(output.store).to_dataframe().reset_index(drop=True)
-    pooled = write_stats(output.store, stats)
-    measured = table.drop(columns=index_column_names(stats.channels), errors="ignore")  # those of an earlier run
-    write_index(output.store, measured, more=index_columns(table, stats))
+            finished.add((group, index))
+        if finished:
+            log.info("resuming the statistics of %s: %d wells already measured", output.location, len(finished))
+        total = sum(len(p.controls) for p in stats.plates.values())
+        progress(Progress("stats", len(finished), total, "wells"))
+        if groups:
+            job = MeasureJob(SiteReader(url, groups[0], storage_options), output)
+            done = len(finished)
+            for group, index, well in run_tasks(measure_well, job, _tasks(root, groups, finished), workers, scheduler):
+                stats.add(group, index, well)
+                done += 1
+                progress(Progress("stats", done, total, "wells"))
+        table = read_index(output.store).to_dataframe().reset_index(drop=True)
+        pooled = write_stats(output.store, stats)
+        measured = table.drop(columns=index_column_names(stats.channels), errors="ignore")  # those of an earlier run
+        write_index(output.store, measured, more=index_columns(table, stats))
     write_root(output.store, attrs | {ATTR: pooled})
     output.delete(RECORDS)  # the wells' records; the lock is kept until `owning` releases it
     return {"wells": total, "resumed_wells": len(finished)}
 
 
-def _tasks(root: zarr.Group, groups: list[str], finished: dict[tuple[str, int], WellStats]) -> Iterator[MeasureTask]:
+def _tasks(root: zarr.Group, groups: list[str], finished: set[tuple[str, int]]) -> Iterator[MeasureTask]:
     for group in groups:
         wells = [str(w) for w in read_array(root, f"{group}/well")]
         present = read_array(root, f"{group}/present")
@@ -142,13 +145,11 @@ def _empty_stats(root: zarr.Group, attrs: dict[str, Any], groups: list[str]) -> 
     return StoreStats.of(np.dtype(attrs["dtype"]), channels, len(attrs["sites"]), controls, masks)
 
 
-def _recorded(output: Output) -> dict[tuple[str, int], WellStats]:
-    """The wells an interrupted `platezarr stats` already measured."""
+def _recorded(output: Output) -> Iterator[tuple[str, int, WellStats]]:
+    """The wells an interrupted `platezarr stats` already measured, one at a time (each holds a histogram)."""
     prefix = f"{STATS_RECORDS}/"
-    found = {}
     for key in output.keys(prefix):
         group, _, name = key.removeprefix(prefix).rpartition("/")
         record = output.read_json(key) if name.endswith(".json") else None
         if record is not None:
-            found[(group, int(name.removesuffix(".json")))] = WellStats.from_record(record)
-    return found
+            yield group, int(name.removesuffix(".json")), WellStats.from_record(record)

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -50,17 +51,15 @@ def differences(stored: dict, current: dict) -> list[str]:
     return changed
 
 
-def finished_wells(output: Output) -> dict[tuple[str, int], WellResult]:
-    """Every well with a completion record, keyed by (plate group, well index)."""
+def finished_wells(output: Output) -> Iterator[WellResult]:
+    """Every well with a completion record, one at a time: a record's statistics hold the well's histogram (61 KB
+    for 6 channels of 16-bit images), too much to hold at once for the millions of wells of RxRx3."""
     prefix = f"{RECORDS}/wells/"
-    finished = {}
     for key in output.keys(prefix):
         group, _, name = key.removeprefix(prefix).rpartition("/")
         record = output.read_json(key)
         if record is not None and name.endswith(".json"):
-            index = int(name.removesuffix(".json"))
-            finished[(group, index)] = WellResult.from_record(group, index, record)
-    return finished
+            yield WellResult.from_record(group, int(name.removesuffix(".json")), record)
 
 
 def keep_stored_chain(output: Output, plan: Plan, overwrite: bool, chunks_given: bool = False) -> Plan:
@@ -90,8 +89,9 @@ def _keep_stored_chunks(output: Output, plan: Plan, stored: dict[str, Any]) -> P
     return dataclasses.replace(plan, settings=dataclasses.replace(settings, chunks=chunks, shards=shards))
 
 
-def prepare(output: Output, plan: Plan, fmt: StoreFormat, overwrite: bool, started: str) -> dict[tuple[str, int], WellResult]:
-    """Make the output ready: a fresh skeleton, or the wells an interrupted run of the same plan finished."""
+def prepare(output: Output, plan: Plan, fmt: StoreFormat, overwrite: bool, started: str) -> bool:
+    """Make the output ready: a fresh skeleton (False), or an interrupted run of the same plan to resume (True:
+    `finished_wells` reads what it finished)."""
     identity = plan_identity(plan) | {"format": fmt.name}  # an output of one format is never resumed as another
     meta = output.root_meta()
     state = output.classify(meta)
@@ -115,11 +115,9 @@ def prepare(output: Output, plan: Plan, fmt: StoreFormat, overwrite: bool, start
             )
         if output.read_json(TEMPLATE_KEY) is not None:
             output.delete_partials()
-            finished = finished_wells(output)
-            log.info("resuming %s: %d wells already written", output.location, len(finished))
-            return finished
+            return True
         output.clear()
     output.delete_partials()
     fmt.create(output, plan, {"plan": identity, "started": started, "converter_version": __version__})
     output.write_json(TEMPLATE_KEY, {"plates": len(plan.plates)})
-    return {}
+    return False

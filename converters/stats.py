@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from converters.spill import Region, Spill
+
 if TYPE_CHECKING:
     from converters.plan import Plan
     from converters.schema import Controls
@@ -210,18 +212,19 @@ class PlateStats:
     """A plate's per-image statistics, filled in as its wells finish, and its pools over all images and over
     the negative-control wells."""
 
-    images: np.ndarray  # (well, site, channel, len(STATS)) float64, NaN until a well is added
+    images: Region  # (well, site, channel, len(STATS)) float64 in a temporary file, NaN until a well is added
     controls: np.ndarray  # (well,) bool
     pools: dict[str, Pool]
 
     @classmethod
-    def empty(cls, wells: int, sites: int, channels: int, dtype: np.dtype, controls: np.ndarray) -> PlateStats:
+    def empty(cls, spill: Spill, wells: int, sites: int, channels: int, dtype: np.dtype,
+              controls: np.ndarray) -> PlateStats:
         bins = len(bin_lows(dtype))
-        return cls(np.full((wells, sites, channels, len(STATS)), np.nan), controls,
+        return cls(spill.region(wells, sites, channels, len(STATS)), controls,
                    {name: Pool.empty(channels, bins) for name in POOLS})
 
     def add(self, well_index: int, stats: WellStats) -> None:
-        self.images[well_index] = stats.images
+        self.images.write(well_index, stats.images)
         self.pools["all"].add(stats)
         if self.controls[well_index]:
             self.pools["negative_controls"].add(stats)
@@ -230,21 +233,24 @@ class PlateStats:
 @dataclass
 class StoreStats:
     """Statistics of every plate of a store as its wells report them; wells reported without statistics (a
-    conversion resumed from an earlier platezarr's records) are counted in `unmeasured`."""
+    conversion resumed from an earlier platezarr's records) are counted in `unmeasured`. The images' statistics
+    are kept in `spill`, a temporary file that `close` removes; the pools, a few KB a plate, in memory."""
 
     dtype: np.dtype
     channels: tuple[str, ...]
     controls: Controls
     plates: dict[str, PlateStats]
+    spill: Spill
     unmeasured: set[tuple[str, int]] = field(default_factory=set)
 
     @classmethod
     def of(cls, dtype: np.dtype, channels: tuple[str, ...], sites: int, controls: Controls,
            control_wells: dict[str, np.ndarray]) -> StoreStats:
         """Empty statistics of plates `control_wells` (group → which of its wells are negative controls)."""
-        plates = {group: PlateStats.empty(len(mask), sites, len(channels), dtype, mask)
+        spill = Spill()
+        plates = {group: PlateStats.empty(spill, len(mask), sites, len(channels), dtype, mask)
                   for group, mask in control_wells.items()}
-        return cls(np.dtype(dtype), channels, controls, plates)
+        return cls(np.dtype(dtype), channels, controls, plates, spill)
 
     @classmethod
     def for_plan(cls, plan: Plan) -> StoreStats:
@@ -271,6 +277,11 @@ class StoreStats:
             for name, pool in self.plates[group].pools.items():
                 merged[name].merge(pool)
         return merged
+
+
+    def close(self) -> None:
+        """Remove the temporary file of the images' statistics."""
+        self.spill.close()
 
 
 def control_mask(values: np.ndarray, controls: Controls) -> np.ndarray:

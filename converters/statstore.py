@@ -24,6 +24,7 @@ from zarr.abc.store import Store
 
 from converters.errors import OptionError, StoreError
 from converters.nodes import Nodes
+from converters.spill import ITEM
 from converters.stats import POOLS, STATS, Pool, StoreStats, bin_lows
 from converters.template import dataset_objects
 
@@ -63,7 +64,7 @@ def write_stats(store: Store, stats: StoreStats, nodes: Nodes | None = None) -> 
     experiments: dict[str, list[str]] = {}
     for group, plate in stats.plates.items():
         summary = {name: pool.summary(stats.dtype) for name, pool in plate.pools.items()}
-        objects, added = plate_objects(group, plate.images, summary, plate.pools, stats)
+        objects, added = plate_objects(group, plate.images.read(), summary, plate.pools, stats)
         before = str(nodes.document(group).get("attributes", {}).get("coordinates", "")).split()
         attrs = {"coordinates": " ".join(sorted({*before, *added})),
                  ATTR: pooled_attrs(summary, stats, int(plate.controls.sum()))}
@@ -134,16 +135,30 @@ def index_column_names(channels: tuple[str, ...]) -> list[str]:
 
 def index_columns(table: pd.DataFrame, stats: StoreStats) -> Iterator[tuple[str, np.ndarray]]:
     """The index's `{stat}_{channel}` columns, one value per sample (rows of `table`, keyed by group, well_index,
-    site_index): the image's statistics, NaN where it is missing. Made one at a time, as `write_index` writes them."""
-    groups, wells, sites = (table[name].to_numpy() for name in ("group", "well_index", "site_index"))
-    where = {group: (rows, wells[rows], sites[rows]) for group in stats.plates
-             for rows in [np.flatnonzero(groups == group)]}
-    for stat in INDEX_STATS:
-        for c, channel in enumerate(stats.channels):
-            column = np.full(len(table), np.nan)
-            for group, (rows, well, site) in where.items():
-                column[rows] = stats.plates[group].images[well, site, c, STATS.index(stat)]
-            yield index_column(stat, channel), column
+    site_index): the image's statistics, NaN where it is missing. Each plate's statistics are read once and laid
+    out by column in the statistics' temporary file, from which the columns are read one at a time as
+    `write_index` writes them: memory for a plate and a column, not for every image's statistics."""
+    n, names = len(table), index_column_names(stats.channels)
+    wells, sites = table["well_index"].to_numpy(), table["site_index"].to_numpy()
+    codes, groups = pd.factorize(table["group"])
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(groups) + 1))
+    start, covered = stats.spill.reserve(len(names) * n), np.zeros(n, dtype=bool)
+    picked = [STATS.index(stat) for stat in INDEX_STATS]
+    for code, group in enumerate(groups):
+        rows = order[bounds[code]:bounds[code + 1]]
+        if group not in stats.plates:
+            continue
+        values = stats.plates[group].images.read()[wells[rows], sites[rows]][:, :, picked]  # (row, channel, stat)
+        by_column = values.transpose(2, 1, 0).reshape(len(names), len(rows))  # index_column_names' order
+        for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1):
+            for k in range(len(names)):
+                stats.spill.write(start + (k * n + int(rows[run[0]])) * ITEM, by_column[k, run])
+        covered[rows] = True
+    for k, name in enumerate(names):
+        column = stats.spill.read(start + k * n * ITEM, n)
+        column[~covered] = np.nan
+        yield name, column
 
 
 def read_pooled(root: zarr.Group, path: str = "") -> dict[str, Any] | None:

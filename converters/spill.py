@@ -56,8 +56,8 @@ class Spill:
 
 @dataclass
 class Region:
-    """An array in a `Spill`: written a row (an index of its first axis) or a run of rows at a time, read whole or a
-    run of rows at a time; rows never written read NaN."""
+    """An array in a `Spill`: written a row (an index of its first axis) or a run of rows at a time, read whole;
+    rows never written read NaN."""
 
     spill: Spill
     offset: int
@@ -77,12 +77,10 @@ class Region:
         self.spill.write(self.offset + start * self.row_size * ITEM, rows)
         self.written[start:start + count] = True
 
-    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows `start` to `stop` (all of them by default)."""
-        stop = self.shape[0] if stop is None else stop
-        values = self.spill.read(self.offset + start * self.row_size * ITEM, (stop - start) * self.row_size)
-        values = values.reshape((stop - start, *self.shape[1:]))
-        values[~self.written[start:stop]] = np.nan
+    def read(self) -> np.ndarray:
+        """The whole array."""
+        values = self.spill.read(self.offset, self.shape[0] * self.row_size).reshape(self.shape)
+        values[~self.written] = np.nan
         return values
 
 

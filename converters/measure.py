@@ -147,9 +147,6 @@ def _empty_stats(root: zarr.Group, attrs: dict[str, Any], groups: list[str]) -> 
 
 def _recorded(output: Output) -> Iterator[tuple[str, int, WellStats]]:
     """The wells an interrupted `platezarr stats` already measured, one at a time (each holds a histogram)."""
-    prefix = f"{STATS_RECORDS}/"
-    for key in output.keys(prefix):
-        group, _, name = key.removeprefix(prefix).rpartition("/")
-        record = output.read_json(key) if name.endswith(".json") else None
-        if record is not None:
-            yield group, int(name.removesuffix(".json")), WellStats.from_record(record)
+    for key, record in output.records(f"{STATS_RECORDS}/"):
+        group, _, name = key.rpartition("/")
+        yield group, int(name.removesuffix(".json")), WellStats.from_record(record)

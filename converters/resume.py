@@ -54,12 +54,9 @@ def differences(stored: dict, current: dict) -> list[str]:
 def finished_wells(output: Output) -> Iterator[WellResult]:
     """Every well with a completion record, one at a time: a record's statistics hold the well's histogram (61 KB
     for 6 channels of 16-bit images), too much to hold at once for the millions of wells of RxRx3."""
-    prefix = f"{RECORDS}/wells/"
-    for key in output.keys(prefix):
-        group, _, name = key.removeprefix(prefix).rpartition("/")
-        record = output.read_json(key)
-        if record is not None and name.endswith(".json"):
-            yield WellResult.from_record(group, int(name.removesuffix(".json")), record)
+    for key, record in output.records(f"{RECORDS}/wells/"):
+        group, _, name = key.rpartition("/")
+        yield WellResult.from_record(group, int(name.removesuffix(".json")), record)
 
 
 def keep_stored_chain(output: Output, plan: Plan, overwrite: bool, chunks_given: bool = False) -> Plan:

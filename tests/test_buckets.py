@@ -303,3 +303,24 @@ def test_each_well_written_to_a_bucket_is_one_shard_put_and_one_record_put(s3, t
     ours = bytes(obstore.get(store, "zarr.json").bytes())
     zarr.consolidate_metadata(Output.open(out).store)  # zarr reads every node back and writes the root again
     assert bytes(obstore.get(store, "zarr.json").bytes()) == ours
+
+
+def test_the_records_a_resumed_run_reads_are_read_many_at_once(s3) -> None:
+    """Resuming reads one record per finished well (a million for half of RxRx3): through a proxy that delays each
+    request by 50 ms, as a bucket a round trip away would, 60 records are read with several requests in flight."""
+    from latency_proxy import LatencyProxy
+
+    url = f"{bucket(s3, 'records')}/o.zarr"
+    output = Output.open(url)
+    for i in range(60):
+        output.write_json(f"_platezarr/wells/E/Plate1/{i}.json", {"well": i})
+    proxy = LatencyProxy(s3.endpoint, latency=0.05).start()
+    try:
+        far = Output.open(url, storage_options={"endpoint": proxy.endpoint})
+        proxy.reset_counts()
+        found = dict(far.records("_platezarr/wells/"))
+        counts = proxy.counts()
+    finally:
+        proxy.stop()
+    assert found == {f"E/Plate1/{i}.json": {"well": i} for i in range(60)}
+    assert counts["requests"] == 61 and counts["max_in_flight"] >= 5, counts  # the listing, then the records

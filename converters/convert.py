@@ -211,32 +211,31 @@ def write_plan(plan: Plan, output: Output, fmt: StoreFormat, options: Options,
     from converters.resume import finished_wells, prepare
     from converters.write import WrittenWells
 
-    with owning(output):
-        written = WrittenWells.empty(plan)
-        with closing(written.stats):
-            finished: set[tuple[str, int]] = set()
-            with storage_errors(output):
-                if prepare(output, plan, fmt, options.overwrite, now()):
-                    for result in finished_wells(output):
-                        written.add(result)
-                        finished.add((result.group, result.well_index))
-                    log.info("resuming %s: %d wells already written", output.location, len(finished))
-            total = plan.n_sites
-            done = total - plan.wells_left(finished) * len(plan.schema.sites)
-            progress(Progress("write", done, total))
-            for results in run_tasks(task, job, plan.work(finished), options.parallel, options.scheduler):
-                for result in results:
+    written = WrittenWells.empty(plan)
+    with closing(written.stats), owning(output):
+        finished: set[tuple[str, int]] = set()
+        with storage_errors(output):
+            if prepare(output, plan, fmt, options.overwrite, now()):
+                for result in finished_wells(output):
                     written.add(result)
-                done += len(results) * len(plan.schema.sites)
-                progress(Progress("write", done, total))
-            if not any(mask.any() for mask in written.present.values()):  # e.g. tars planned from metadata, all lacking
-                raise SourceError(f"{plan.source}: not one of the {plan.n_images} planned images could be stored (all "
-                                  "missing or skipped as bad); the store is left unfinished: check the source and "
-                                  "metadata")
-            progress(Progress("finalize", 0, 1, "steps"))
-            with storage_errors(output):
-                fmt.finalize(output, plan, written)
-            progress(Progress("finalize", 1, 1, "steps"))
+                    finished.add((result.group, result.well_index))
+                log.info("resuming %s: %d wells already written", output.location, len(finished))
+        total = plan.n_sites
+        done = total - plan.wells_left(finished) * len(plan.schema.sites)
+        progress(Progress("write", done, total))
+        for results in run_tasks(task, job, plan.work(finished), options.parallel, options.scheduler):
+            for result in results:
+                written.add(result)
+            done += len(results) * len(plan.schema.sites)
+            progress(Progress("write", done, total))
+        if not any(mask.any() for mask in written.present.values()):  # e.g. tars planned from metadata, all lacking
+            raise SourceError(f"{plan.source}: not one of the {plan.n_images} planned images could be stored (all "
+                              "missing or skipped as bad); the store is left unfinished: check the source and "
+                              "metadata")
+        progress(Progress("finalize", 0, 1, "steps"))
+        with storage_errors(output):
+            fmt.finalize(output, plan, written)
+        progress(Progress("finalize", 1, 1, "steps"))
     skipped = written.skipped()
     extra = {"resumed_wells": len(finished), "skipped_images": {"count": len(skipped), "files": skipped}}
     return Summary(output.location, reported(plan, written), time.perf_counter() - started, output.nbytes(), extra)

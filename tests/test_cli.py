@@ -92,13 +92,13 @@ def test_verbose_errors_say_what_caused_them(tmp_path: Path) -> None:
 
 
 # A process in which obstore's runtime threads hand finished requests back to Python all the time, as zarr's reads
-# of a bucket do at the end of `platezarr info s3://...`; then the command itself (converters.cli's `ENTRY`).
+# of a bucket do at the end of `platezarr info s3://...`; then the command itself.
 BUSY_OBSTORE = """
 import asyncio, sys, threading, time
 import obstore
 from obstore.store import MemoryStore
 import converters.info, converters.readers  # what `info` imports, before the requests compete for the GIL
-from converters.cli import {entry} as entry
+from converters.cli import run
 
 store = MemoryStore()
 obstore.put(store, "key", b"x")
@@ -110,7 +110,7 @@ async def forever():
 threading.Thread(target=asyncio.run, args=(forever(),), daemon=True).start()
 time.sleep(0.2)
 sys.argv[0] = "platezarr"
-entry()
+run()
 """
 
 
@@ -119,7 +119,7 @@ def test_the_command_exits_with_its_status_while_obstore_hands_back_requests(tmp
     process through obstore's Rust frames: `platezarr info s3://...` died with SIGABRT after printing its error
     (about 1 run in 30 under load). With requests finishing all the time, click's own exit aborted 14 runs of 20."""
     for _ in range(5):
-        result = subprocess.run([sys.executable, "-c", BUSY_OBSTORE.format(entry="run"), "info", "none.zarr"],
+        result = subprocess.run([sys.executable, "-c", BUSY_OBSTORE, "info", "none.zarr"],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert result.returncode == 1, result.stderr
         assert "none.zarr: no Zarr store here" in result.stderr

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import xarray as xr
 import zarr
 
 import converters as pz
-from sources import write_metadata, write_rxrx_source
+from sources import full_plate_wells, small_rxrx1, write_metadata, write_rxrx_source
 
 PLATES = {(f"HUVEC-{e:02d}", p): ["B02", "B03", "C02", "C03"] for e in range(1, 11) for p in (1, 2, 3)}
 N_WELLS = sum(len(w) for w in PLATES.values())
@@ -160,12 +161,9 @@ def test_a_resumed_run_does_not_hold_every_finished_wells_record(tmp_path: Path)
     real RxRx1 PNGs; the last well's image is corrupt, so a one-worker run stops with records of the wells before it;
     the image mended, the run resumes in this process, and when writing starts, what converters/stats.py allocated
     and still holds stays under 1 MB (holding the records: about 6 MB)."""
-    import tracemalloc
-
-    from sources import full_plate_wells, small_rxrx1
-
     wells = full_plate_wells()[:100]
-    written = write_rxrx_source(tmp_path / "src", {("HUVEC-01", 1): wells}, sites=(1,), size=16, dtype=np.dtype("uint16"))
+    written = write_rxrx_source(tmp_path / "src", {("HUVEC-01", 1): wells}, sites=(1,), size=16,
+                                dtype=np.dtype("uint16"))
     bad = tmp_path / "src" / f"HUVEC-01/Plate1/{wells[-1]}_s1_w1.png"
     good = bad.read_bytes()
     bad.write_bytes(b"not a png")

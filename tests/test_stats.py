@@ -268,8 +268,9 @@ def strip_stats(out: Path, index_columns: bool = True) -> None:
             node.attrs.put({k: v for k, v in node.attrs.items() if k != "pixel_stats"})
         group.attrs.put({k: v for k, v in group.attrs.items() if k != "pixel_stats"})
     index = root["index"]
-    for name in [n for n, _ in index.arrays() if n.split("_")[0] in ("mean", "std", "min", "max", "p1", "p50", "p99")]:
-        if index_columns:
+    if index_columns:
+        stats = ("mean", "std", "min", "max", "p1", "p50", "p99")
+        for name in [n for n, _ in index.arrays() if n.split("_")[0] in stats]:
             del index[name]
     zarr.consolidate_metadata(out, path="index")
     attrs = dict(root.attrs)

@@ -131,9 +131,31 @@ class _Sites:
         picked = np.arange(self.shape[0])[key[0]]
         if self._reader is None:
             self._reader = SiteReader(self.url, str(self.groups[0]), self.storage_options)
-        read = [self._reader.read_site(str(self.groups[i]), int(self.wells[i]), int(self.sites[i]))[key[1:]]
+        window, rest = _window(key[1:], self.shape[2:])
+        read = [self._reader.read_window(str(self.groups[i]), int(self.wells[i]), int(self.sites[i]), window)[rest]
                 for i in np.atleast_1d(picked)]
         return read[0] if np.ndim(picked) == 0 else np.stack(read)
+
+
+def _window(key: tuple[Any, ...], image_shape: tuple[int, ...]) -> tuple[tuple[slice, slice], tuple[Any, ...]]:
+    """The (y, x) window of a site that a (channel, y, x) key reaches into, and the key to apply to that window:
+    a crop sliced from `open_sites` (dask hands the slice down to here) reads only the tiles it intersects."""
+    if any(k is Ellipsis for k in key):
+        return (slice(0, image_shape[0]), slice(0, image_shape[1])), key
+    key = key + (slice(None),) * (3 - len(key))
+    window, rest = [], [key[0]]
+    for k, size in zip(key[1:], image_shape):
+        start, stop, step = k.indices(size) if isinstance(k, slice) else (0, 0, 0)
+        if step == 1 and start < stop:
+            window.append(slice(start, stop))
+            rest.append(slice(None))
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, bool) and -size <= k < size:  # a row or column
+            window.append(slice(int(k) % size, int(k) % size + 1))
+            rest.append(0)
+        else:  # a stride, an empty range, a list: read across the site, then pick
+            window.append(slice(0, size))
+            rest.append(k)
+    return (window[0], window[1]), tuple(rest)
 
 
 def open_sites(url: str | os.PathLike[str], storage_options: dict | None = None) -> xr.Dataset:

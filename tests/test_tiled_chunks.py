@@ -169,6 +169,32 @@ def test_site_dataset_crops_equal_numpy_slices_of_the_source(source, tiled: Path
     assert np.array_equal(pixels, site_pixels(written, meta["group"], meta["well"])[[1, 4], y, x])
 
 
+def test_open_sites_crops_read_only_the_tiles_they_intersect(source, tiled: Path) -> None:
+    """A window sliced from `open_sites`' lazy array (xarray, then dask) reaches the site reader as a window: it
+    reads the tiles it intersects, as the site reader's own crop does; rows, strides and channels read right."""
+    _, written = source
+    group, wells = groups()[0]
+    sites = pz.open_sites(tiled)
+    k = int(np.flatnonzero((sites["group"].values == group) & (sites["well"].values == wells[1]))[0])
+    expected = site_pixels(written, group, wells[1])
+    assert np.array_equal(sites["images"][k].values, expected)  # reads the shard index (kept), and the whole site
+    index = shard_index(tiled, group, 1, (4, 4))
+    for y, x in [(slice(0, 10), slice(0, 10)), (slice(33, 63), slice(65, 95)), (slice(96, 100), slice(0, 100))]:
+        crop, cost = counted_reads(lambda: sites["images"].isel(sample=k, y=y, x=x).values)
+        assert np.array_equal(crop, expected[:, y, x])
+        assert cost == expected_reads(index, (y, x)), (y, x)
+    row, (row_bytes, _) = counted_reads(lambda: sites["images"].isel(sample=k, y=40).values)
+    assert np.array_equal(row, expected[:, 40])
+    assert row_bytes == expected_reads(index, (slice(40, 41), slice(0, SIZE)))[0]
+    assert row_bytes < expected_reads(index, (slice(0, SIZE), slice(0, SIZE)))[0] / 3
+    for picked in [dict(x=slice(None, None, 3)), dict(channel=[4, 1], y=slice(-7, None)), dict(x=-1)]:
+        assert np.array_equal(sites["images"].isel(sample=k, **picked).values,
+                              xr.DataArray(expected, dims=("channel", "y", "x")).isel(**picked).values), picked
+    both = sites["images"].isel(sample=[k, 0], y=slice(20, 50), x=slice(70, 100)).values
+    assert np.array_equal(both[0], expected[:, 20:50, 70:100])
+    assert np.array_equal(both[1], sites["images"][0].values[:, 20:50, 70:100])
+
+
 def test_crops_from_a_bucket_fetch_only_their_tiles(s3, source) -> None:
     """On the loopback S3 server behind a counting proxy: a crop is one ranged GET per run of adjacent tiles it
     intersects, a whole site of a one-site well one GET (its tiles lie together), and SiteStream reads the same."""

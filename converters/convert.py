@@ -208,14 +208,15 @@ def write_plan(plan: Plan, output: Output, fmt: StoreFormat, options: Options,
     from converters.finalize import now, reported
     from converters.lock import owning
     from converters.output import storage_errors
-    from converters.resume import finished_wells, prepare
+    from converters.resume import finished_wells, plan_identity, prepare
     from converters.write import WrittenWells
 
     written = WrittenWells.empty(plan)
+    identity = plan_identity(plan)  # walks every task's files: once per conversion
     with closing(written.stats), owning(output):
         finished: set[tuple[str, int]] = set()
         with storage_errors(output):
-            if prepare(output, plan, fmt, options.overwrite, now()):
+            if prepare(output, plan, identity, fmt, options.overwrite, now()):
                 for result in finished_wells(output):
                     written.add(result)
                     finished.add((result.group, result.well_index))
@@ -234,7 +235,7 @@ def write_plan(plan: Plan, output: Output, fmt: StoreFormat, options: Options,
                               "metadata")
         progress(Progress("finalize", 0, 1, "steps"))
         with storage_errors(output):
-            fmt.finalize(output, plan, written)
+            fmt.finalize(output, plan, written, identity)
         progress(Progress("finalize", 1, 1, "steps"))
     skipped = written.skipped()
     extra = {"resumed_wells": len(finished), "skipped_images": {"count": len(skipped), "files": skipped}}

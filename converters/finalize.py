@@ -20,7 +20,6 @@ from zarr.abc.store import Store
 from converters.nodes import META, Nodes
 from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
 from converters.plan import EXAMPLES, Plan
-from converters.resume import plan_identity
 from converters.statstore import finish_stats, index_columns
 from converters.template import dataset_objects, plate_coords, strings
 from converters.version import __version__
@@ -91,9 +90,10 @@ def write_root(store: Store, attrs: dict, nodes: Nodes | None = None) -> None:
     nodes.put([nodes.consolidated(current)])
 
 
-def finish_store(output: Output, plan: Plan, written: WrittenWells) -> None:
-    """Present masks, pixel statistics, the index, then the root attribute and consolidated metadata: the store is
-    complete. Every object is written once and nothing is read back but the template's documents (`Nodes`)."""
+def finish_store(output: Output, plan: Plan, written: WrittenWells, identity: dict) -> None:
+    """Present masks, pixel statistics, the index, then the root attribute (with the plan's `identity`) and
+    consolidated metadata: the store is complete. Every object is written once and nothing is read back but the
+    template's documents (`Nodes`)."""
     nodes = Nodes.load(output)
     write_present(nodes, written.present)
     table = index_table(plan, written.present)
@@ -101,7 +101,7 @@ def finish_store(output: Output, plan: Plan, written: WrittenWells) -> None:
     write_index(output.store, table, nodes, index_columns(table, written.stats) if pixel_stats else ())
     skipped = written.skipped()
     attrs = root_attrs(plan, reported(plan, written), len(table), skipped)
-    write_root(output.store, attrs | {"plan": plan_identity(plan)} | pixel_stats, nodes)
+    write_root(output.store, attrs | {"plan": identity} | pixel_stats, nodes)
     output.delete(RECORDS)
 
 

@@ -86,10 +86,10 @@ def _keep_stored_chunks(output: Output, plan: Plan, stored: dict[str, Any]) -> P
     return dataclasses.replace(plan, settings=dataclasses.replace(settings, chunks=chunks, shards=shards))
 
 
-def prepare(output: Output, plan: Plan, fmt: StoreFormat, overwrite: bool, started: str) -> bool:
-    """Make the output ready: a fresh skeleton (False), or an interrupted run of the same plan to resume (True:
-    `finished_wells` reads what it finished)."""
-    identity = plan_identity(plan) | {"format": fmt.name}  # an output of one format is never resumed as another
+def prepare(output: Output, plan: Plan, identity: dict, fmt: StoreFormat, overwrite: bool, started: str) -> bool:
+    """Make the output ready: a fresh skeleton (False), or an interrupted run of the same plan (`identity`, from
+    `plan_identity`) to resume (True: `finished_wells` reads what it finished)."""
+    identity = identity | {"format": fmt.name}  # an output of one format is never resumed as another
     meta = output.root_meta()
     state = output.classify(meta)
     if state == "foreign":

@@ -31,8 +31,9 @@ class StoreFormat(Protocol):
     def write_well(self, output: Output, group: str, well_index: int, block: np.ndarray) -> None:
         """Write one well's (site, channel, y, x) block, whole, replacing what was there."""
 
-    def finalize(self, output: Output, plan: Plan, written: WrittenWells) -> None:
-        """Everything after the wells; the store reads as complete only once this returns."""
+    def finalize(self, output: Output, plan: Plan, written: WrittenWells, identity: dict) -> None:
+        """Everything after the wells (`identity` is the plan's `plan_identity`, recorded in the root attributes);
+        the store reads as complete only once this returns."""
 
     def locate(self, group: str, well_index: int, site_index: int) -> tuple[str, list[tuple[int, ...]]]:
         """The store key of the object holding a site, and the positions of its chunks in that object."""

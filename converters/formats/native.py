@@ -38,8 +38,8 @@ class NativeFormat:
         key, _ = self.locate(group, well_index, 0)
         output.write_bytes(key, self.layout.encode(block[np.newaxis]))
 
-    def finalize(self, output: Output, plan: Plan, written: WrittenWells) -> None:
-        finish_store(output, plan, written)
+    def finalize(self, output: Output, plan: Plan, written: WrittenWells, identity: dict) -> None:
+        finish_store(output, plan, written, identity)
 
     def locate(self, group: str, well_index: int, site_index: int) -> tuple[str, list[tuple[int, ...]]]:
         """The well's shard key, e.g. `HUVEC-01/Plate1/images/c.3.0.0.0.0`, and the site's chunks in it."""

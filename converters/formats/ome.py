@@ -31,7 +31,6 @@ from converters.output import MARKER_ATTR, RECORDS, ROOT_ATTR, Output
 from converters.plan import Plan, PlatePlan
 from converters.profiles import chains_of
 from converters.pyramid import halve, level_shapes, tile_side
-from converters.resume import plan_identity
 from converters.schema import DatasetSchema, _load_raw
 from converters.shard import ShardLayout
 from converters.template import plate_dataset
@@ -123,7 +122,7 @@ class OmeFormat:
                 output.write_json(f"{path}/zarr.json", self.arrays[level])
                 output.write_bytes(f"{path}/{layout.key((0, 0, 0))}", layout.encode(_padded(image, layout.shard_shape)))
 
-    def finalize(self, output: Output, plan: Plan, written: WrittenWells) -> None:
+    def finalize(self, output: Output, plan: Plan, written: WrittenWells, identity: dict) -> None:
         """Image, well and plate groups, the index, then the root attributes; the records go last."""
         for plate in plan.plates:
             windows = plate_windows(plate_display_range(written, plate.group), plan.dtype)
@@ -136,7 +135,7 @@ class OmeFormat:
         write_index(output.store, table)
         attrs = root_attrs(plan, reported(plan, written), len(table), written.skipped())
         level0 = self.layout["levels"][0]
-        attrs |= {"plan": plan_identity(plan), "format": self.name, "chunks": level0["chunks"],
+        attrs |= {"plan": identity, "format": self.name, "chunks": level0["chunks"],
                   "shards": level0["shards"], "levels": [v["shape"][1:] for v in self.layout["levels"]]}
         # Not consolidated: a root listing every field's arrays would grow with the dataset, and viewers open plates
         # directly. The explicit null says so to zarr (which then lists groups as usual) and, written last, marks

@@ -7,7 +7,7 @@ A training loader makes one GET per site (an RxRx1 site is about 700 KB of zstd-
 spends per GET bounds how many sites a core can feed. Measured here against a moto S3 server in its own process
 (`moto_server`, on 127.0.0.1), so the CPU counted (this process's, `time.process_time`) is the client's alone:
 
-- s3reads   converters/s3reads.py, what `SiteDataset` and `SiteStream` use on S3 (urllib3 + botocore's signer);
+- s3reads   converters/s3reads.py, what `SiteDataset` and `SiteStream` use on S3 (http.client + botocore's signer);
 - s3fs      `S3FileSystem.cat_file(path, start, end)`, what they used before (aiobotocore under fsspec's sync);
 - boto3     `client.get_object(Range=...)["Body"].read()`;
 - obstore   `obstore.get_range`, the baseline: fastest, but its runtime hangs in forked DataLoader workers.

@@ -1,18 +1,22 @@
-"""Whole and ranged GETs of S3 objects for the site reader: urllib3 connections, requests signed by botocore.
+"""Whole and ranged GETs of S3 objects for the site reader: keep-alive http.client connections, requests signed
+by botocore.
 
 A training loader makes one GET per site, so the client's CPU per GET bounds it. For a 700 KB ranged GET on
-127.0.0.1 this client spends 2.1 ms of CPU, obstore 1.3 ms, boto3 3.9 ms and s3fs 5.5 ms
-(`python benchmarks/get_cost.py`).
-obstore cannot serve DataLoader workers: its runtime hangs in a process forked after it started. urllib3 and
-botocore's signer are plain Python, made afresh in each process by the reader. Credentials come from botocore's
+127.0.0.1 this client spends 1.65-1.83 ms of CPU (2.19 ms through urllib3's pool), obstore 1.78 ms, boto3 4.4 ms
+and s3fs 5.7 ms (`python benchmarks/get_cost.py`).
+obstore cannot serve DataLoader workers: its runtime hangs in a process forked after it started. The connections
+and botocore's signer are plain Python, made afresh in each process by the reader. Credentials come from botocore's
 chain (the storage options, the environment, ~/.aws profiles, web identity, instance metadata); without any,
 requests go unsigned (public buckets).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
+import ssl
+import threading
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -40,7 +44,6 @@ class S3Reads:
                  connections: int) -> None:
         """`options`: the storage options; a BucketError names any this client does not follow."""
         import botocore.session
-        import urllib3
 
         self.bucket = bucket
         options = read_options(f"s3://{bucket}", options)
@@ -53,8 +56,7 @@ class S3Reads:
                           or "us-east-1")
         self.credentials = None if truth(options.get("skip_signature", False)) else _credentials(options, session)
         self.headers = {"x-amz-request-payer": "requester"} if truth(options.get("request_payer", False)) else {}
-        self.timeout = urllib3.Timeout(connect=connect_timeout, read=timeout)
-        self.pool = urllib3.PoolManager(num_pools=4, maxsize=connections)
+        self.connections = Connections(connect_timeout, timeout, connections)
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         """`length` bytes of object `key` from `start` (negative: that many from the end), or all of it."""
@@ -63,10 +65,8 @@ class S3Reads:
             headers["Range"] = f"bytes={start}" if start < 0 else f"bytes={start}-{start + length - 1}"
         for _ in range(2):  # a second time only after S3 named the bucket's region (a 301 or 400 saying so)
             url = self._url(key)
-            response = self.pool.request("GET", url, headers=self._signed(url, headers), timeout=self.timeout,
-                                         retries=False, redirect=False)
+            response, data = self.connections.get(url, self._signed(url, headers))
             if response.status in (200, 206):
-                data = response.data
                 if length is None:
                     return data
                 # 200: a server that ignores Range sends the whole object
@@ -75,7 +75,7 @@ class S3Reads:
             if response.status not in (301, 400) or not region or region == self.region:
                 break
             self.region = region
-        message = f"s3://{self.bucket}/{key}: HTTP {response.status} {_error(response.data) or response.reason}"
+        message = f"s3://{self.bucket}/{key}: HTTP {response.status} {_error(data) or response.reason}"
         if response.status == 404:
             raise FileNotFoundError(message)
         if response.status in (401, 403):
@@ -106,6 +106,71 @@ class S3Reads:
         request = AWSRequest(method="GET", url=url, headers=headers)
         S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
         return dict(request.headers.items())
+
+
+class Connections:
+    """Keep-alive HTTP(S) connections shared by a process's threads: a GET takes an idle one to its host (or opens
+    one), reads the whole answer and puts it back; at most `size` idle ones are kept per host. A connection the
+    server closed while it was idle is replaced once, as a GET may be sent again."""
+
+    STALE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)  # RemoteDisconnected is a reset
+
+    def __init__(self, connect_timeout: float, timeout: float, size: int) -> None:
+        self.connect_timeout, self.timeout, self.size = connect_timeout, timeout, size
+        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def get(self, url: str, headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+        """The answer to a GET of `url` and its whole body. Timeouts and transport errors are raised for the
+        reader to try again."""
+        parts = urlsplit(url)
+        host, target = (parts.scheme, parts.netloc), parts.path + (f"?{parts.query}" if parts.query else "")
+        while True:
+            connection, reused = self._take(host)
+            try:
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+            except self.STALE:
+                connection.close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            if response.will_close:
+                connection.close()
+            else:
+                self._put(host, connection)
+            return response, data
+
+    def _take(self, host: tuple[str, str]) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(host)
+            if idle:
+                return idle.pop(), True
+        scheme, netloc = host
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            connection = http.client.HTTPSConnection(netloc, timeout=self.connect_timeout, context=self._tls)
+        else:
+            connection = http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
+        connection.connect()
+        assert connection.sock is not None
+        connection.sock.settimeout(self.timeout)  # the connect timeout bounds the handshake, this every read
+        return connection, False
+
+    def _put(self, host: tuple[str, str], connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(host, [])
+            if len(idle) < self.size:
+                idle.append(connection)
+                return
+        connection.close()
 
 
 def _credentials(options: dict[str, Any], session: Any) -> Any:

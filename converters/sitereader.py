@@ -80,7 +80,7 @@ class _RangedReads:
                 return bytes(self.fs.cat_file(f"{self.root}/{key}", start=start, end=end))
             except (FileNotFoundError, PermissionError, S3Refused):
                 raise
-            except Exception as exc:  # each client raises its own transport errors (urllib3, aiohttp, timeouts)
+            except Exception as exc:  # each client raises its own transport errors (http.client, aiohttp, timeouts)
                 failure = exc
             if attempt < self.retries:
                 first, most, base = self.backoff

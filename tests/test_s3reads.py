@@ -9,7 +9,9 @@ with the source pixels by tests/test_stream.py and tests/test_readers.py.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -136,3 +138,56 @@ def test_a_server_that_ignores_the_range_still_gives_the_bytes_asked_for() -> No
         assert client.get("k", 10, 20) == body[10:30]
         assert client.get("k", -16, 16) == body[-16:]
         assert client.get("k") == body
+
+
+class Counted(Quiet):
+    """HTTP/1.1 answers of the bytes asked for, counting the connections the client opened."""
+
+    protocol_version = "HTTP/1.1"
+    body = bytes(range(256)) * 40
+    opened: list[int] = []
+    close_after: bool = False  # drop the connection after each answer without saying so, as idle timeouts do
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).opened.append(1)
+
+    def do_GET(self) -> None:
+        start, _, end = self.headers["Range"].removeprefix("bytes=").partition("-")
+        part = self.body[int(start):int(end) + 1]
+        self.send_response(206)
+        self.send_header("Content-Length", str(len(part)))
+        self.end_headers()
+        self.wfile.write(part)
+        if self.close_after:
+            self.close_connection = True
+
+
+def test_connections_are_kept_alive_and_shared_by_threads() -> None:
+    class Alive(Counted):
+        opened: list[int] = []
+
+    with playing(Alive) as endpoint:
+        client = S3Reads("b", {"endpoint": endpoint, "skip_signature": True}, 5, 30, 4)
+        for i in range(20):
+            assert client.get("k", i * 100, 100) == Alive.body[i * 100:i * 100 + 100]
+        assert len(Alive.opened) == 1
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda i: client.get("k", i * 37, 500), range(200)))
+        assert got == [Alive.body[i * 37:i * 37 + 500] for i in range(200)]
+        assert len(Alive.opened) <= 1 + 4  # never more than the threads reading at once
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced() -> None:
+    """A server that closes each connection after answering (as an idle timeout does) without `Connection: close`:
+    the client finds the pooled connection dead on its next GET and sends it again on a new one."""
+    class Dropping(Counted):
+        opened: list[int] = []
+        close_after = True
+
+    with playing(Dropping) as endpoint:
+        client = S3Reads("b", {"endpoint": endpoint, "skip_signature": True}, 5, 30, 4)
+        for i in range(10):
+            time.sleep(0.02)  # the server has closed the idle connection by now
+            assert client.get("k", i * 10, 10) == Dropping.body[i * 10:i * 10 + 10]
+        assert len(Dropping.opened) == 10

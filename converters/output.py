@@ -41,6 +41,7 @@ REPLACING = {"zarr_format": 3, "node_type": "group", "attributes": {MARKER_ATTR:
 # the `.partial` files killed writes leave beside them; any node's folder may hold a `.partial` of its zarr.json.
 CHUNK_KEY = re.compile(r"c(?:[./]\d+)*(?:\.[0-9a-f]+\.partial)?")
 META_PARTIAL = re.compile(r"zarr(?:\.json)?\.[0-9a-f]+\.partial")
+LOCK_PARTIAL = re.compile(re.escape(LOCK_KEY) + r"\.[0-9a-f]+\.partial")  # a lock write killed before its cleanup
 State = Literal["absent", "foreign", "incomplete", "complete"]
 
 log = logging.getLogger("platezarr")
@@ -143,12 +144,13 @@ class Output:
     def classify(self, meta: dict | None) -> State:
         """The state of this store given its root zarr.json as already read (None: there is none).
 
-        The lock of a running conversion counts for nothing, nor does the `.partial` file of a root zarr.json
-        whose write was killed, and a store an `--overwrite` emptied (`clear` deletes the root last) is absent,
+        The lock of a running conversion counts for nothing, nor does the `.partial` file of a root zarr.json or of
+        the lock whose write was killed, and a store an `--overwrite` emptied (`clear` deletes the root last) is absent,
         whatever foreign files it kept.
         """
         if meta is None:
-            keys = [key for key in self.keys("") if key != LOCK_KEY and not META_PARTIAL.fullmatch(key)]
+            keys = [key for key in self.keys("") if key != LOCK_KEY and not META_PARTIAL.fullmatch(key)
+                    and not LOCK_PARTIAL.fullmatch(key)]
             return "absent" if not keys or REPLACING_KEY in keys else "foreign"
         attrs = meta.get("attributes", {}) if meta.get("node_type") == "group" else {}
         if ROOT_ATTR in attrs and "consolidated_metadata" in meta:

@@ -462,6 +462,21 @@ def test_lock_of_a_killed_conversion_is_taken_over(src: Path) -> None:
     assert_reads_back(src / "o.zarr", reference(src))
 
 
+def test_a_conversion_killed_while_taking_the_lock_is_taken_over(src: Path) -> None:
+    """The lock is written beside itself, linked into place, then its partial file deleted: a kill -9 between the
+    link and the delete (seen once in CI) left an output holding only those two files, refused as foreign."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = json.dumps(new_record() | {"pid": int(dead.stdout)}).encode()  # a process of this host that is gone
+    lock = src / "o.zarr" / LOCK_KEY
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(record)
+    lock.with_name(f"{lock.name}.{int(dead.stdout)}.partial").write_bytes(record)
+    result = convert(src)
+    assert result.returncode == 0, result.stderr
+    assert "taking over the lock" in result.stderr and f"pid {int(dead.stdout)}" in result.stderr, result.stderr
+    assert_reads_back(src / "o.zarr", reference(src))
+
+
 def test_bucket_lock_refuses_a_second_conversion_and_a_dead_ones_is_taken_over(s3, src: Path) -> None:
     """On s3:// the lock is a conditional write: held, it refuses; left by a process that died, it is taken over."""
     pytest.importorskip("boto3").client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket="platezarr-locks")

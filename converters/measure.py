@@ -147,6 +147,5 @@ def _empty_stats(root: zarr.Group, attrs: dict[str, Any], groups: list[str]) -> 
 
 def _recorded(output: Output) -> Iterator[tuple[str, int, WellStats]]:
     """The wells an interrupted `platezarr stats` already measured, one at a time (each holds a histogram)."""
-    for key, record in output.records(f"{STATS_RECORDS}/"):
-        group, _, name = key.rpartition("/")
-        yield group, int(name.removesuffix(".json")), WellStats.from_record(record)
+    for group, well_index, record in output.well_records(f"{STATS_RECORDS}/"):
+        yield group, well_index, WellStats.from_record(record)

@@ -35,7 +35,7 @@ MARKER_ATTR = "platezarr_conversion"
 RECORDS = "_platezarr"
 LOCK_KEY = f"{RECORDS}/lock.json"  # the lock of the conversion writing the store (converters/lock.py)
 REPLACING_KEY = f"{RECORDS}/replacing.json"  # an --overwrite under way (Output.clear)
-RECORDS_AT_ONCE = 100  # records read at once (`Output.records`); a 16-bit well's, parsed, takes about 250 KB
+RECORDS_AT_ONCE = 100  # records read at once (`Output.well_records`); a 16-bit well's, parsed, takes about 250 KB
 REPLACING = {"zarr_format": 3, "node_type": "group", "attributes": {MARKER_ATTR: {"replacing": True}}}
 # What an array's folder holds besides its zarr.json: chunk or shard keys (`c.0.1`, `c/0/1`, `c` if 0-d) and
 # the `.partial` files killed writes leave beside them; any node's folder may hold a `.partial` of its zarr.json.
@@ -81,16 +81,17 @@ class Output:
         """A small JSON record, or None if there is none; a BucketError if a bucket cannot be read."""
         return self._read_jsons([key], key)[0]
 
-    def records(self, prefix: str) -> Iterator[tuple[str, dict]]:
-        """Every JSON record under `prefix` as (its key below `prefix`, the record), `RECORDS_AT_ONCE` read at once
-        with zarr's async concurrency: resuming a conversion from a bucket reads one record per finished well (a
-        million for half of RxRx3), which one after another would take a round trip each."""
+    def well_records(self, prefix: str) -> Iterator[tuple[str, int, dict]]:
+        """Every well's record `{prefix}{group}/{well_index}.json` as (group, well index, record), `RECORDS_AT_ONCE`
+        read at once with zarr's async concurrency: resuming a conversion from a bucket reads one record per
+        finished well (a million for half of RxRx3), which one after another would take a round trip each."""
         keys = [key for key in self.keys(prefix) if key.endswith(".json")]
         for start in range(0, len(keys), RECORDS_AT_ONCE):
             batch = keys[start:start + RECORDS_AT_ONCE]
             for key, record in zip(batch, self._read_jsons(batch, f"the records under {prefix}")):
                 if record is not None:
-                    yield key.removeprefix(prefix), record
+                    group, _, name = key.removeprefix(prefix).rpartition("/")
+                    yield group, int(name.removesuffix(".json")), record
 
     def _read_jsons(self, keys: list[str], what: str) -> list[dict | None]:
         from converters.location import bucket_errors
@@ -145,8 +146,8 @@ class Output:
         """The state of this store given its root zarr.json as already read (None: there is none).
 
         The lock of a running conversion counts for nothing, nor does the `.partial` file of a root zarr.json or of
-        the lock whose write was killed, and a store an `--overwrite` emptied (`clear` deletes the root last) is absent,
-        whatever foreign files it kept.
+        the lock whose write was killed, and a store an `--overwrite` emptied (`clear` deletes the root last) is
+        absent, whatever foreign files it kept.
         """
         if meta is None:
             keys = [key for key in self.keys("") if key != LOCK_KEY and not META_PARTIAL.fullmatch(key)

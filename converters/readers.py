@@ -150,7 +150,8 @@ def _window(key: tuple[Any, ...], image_shape: tuple[int, ...]) -> tuple[tuple[s
             window.append(slice(start, stop))
             rest.append(slice(None))
         elif isinstance(k, (int, np.integer)) and not isinstance(k, bool) and -size <= k < size:  # a row or column
-            window.append(slice(int(k) % size, int(k) % size + 1))
+            row = int(k) % size
+            window.append(slice(row, row + 1))
             rest.append(0)
         else:  # a stride, an empty range, a list: read across the site, then pick
             window.append(slice(0, size))

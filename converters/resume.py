@@ -54,9 +54,8 @@ def differences(stored: dict, current: dict) -> list[str]:
 def finished_wells(output: Output) -> Iterator[WellResult]:
     """Every well with a completion record, one at a time: a record's statistics hold the well's histogram (61 KB
     for 6 channels of 16-bit images), too much to hold at once for the millions of wells of RxRx3."""
-    for key, record in output.records(f"{RECORDS}/wells/"):
-        group, _, name = key.rpartition("/")
-        yield WellResult.from_record(group, int(name.removesuffix(".json")), record)
+    for group, well_index, record in output.well_records(f"{RECORDS}/wells/"):
+        yield WellResult.from_record(group, well_index, record)
 
 
 def keep_stored_chain(output: Output, plan: Plan, overwrite: bool, chunks_given: bool = False) -> Plan:

@@ -132,13 +132,10 @@ class Connections:
                 connection.request("GET", target, headers=headers)
                 response = connection.getresponse()
                 data = response.read()
-            except self.STALE:
+            except BaseException as exc:
                 connection.close()
-                if reused:
+                if reused and isinstance(exc, self.STALE):
                     continue
-                raise
-            except BaseException:
-                connection.close()
                 raise
             if response.will_close:
                 connection.close()

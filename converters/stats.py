@@ -278,7 +278,6 @@ class StoreStats:
                 merged[name].merge(pool)
         return merged
 
-
     def close(self) -> None:
         """Remove the temporary file of the images' statistics."""
         self.spill.close()

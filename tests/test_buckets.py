@@ -318,9 +318,9 @@ def test_the_records_a_resumed_run_reads_are_read_many_at_once(s3) -> None:
     try:
         far = Output.open(url, storage_options={"endpoint": proxy.endpoint})
         proxy.reset_counts()
-        found = dict(far.records("_platezarr/wells/"))
+        found = {(group, well): record for group, well, record in far.well_records("_platezarr/wells/")}
         counts = proxy.counts()
     finally:
         proxy.stop()
-    assert found == {f"E/Plate1/{i}.json": {"well": i} for i in range(60)}
+    assert found == {("E/Plate1", i): {"well": i} for i in range(60)}
     assert counts["requests"] == 61 and counts["max_in_flight"] >= 5, counts  # the listing, then the records
